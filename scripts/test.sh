@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: Python dependencies in .venv, and the real programs
+# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf) from Debian's
+# packages when they are missing. PostgreSQL tests use the server at 127.0.0.1:5432 (or
+# S25RBL_TEST_PG) and skip without one, except under CI.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k handler`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dig >/dev/null || need+=(dnsutils)
+command -v spamassassin >/dev/null || need+=(spamassassin)
+command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
+[ -x /usr/sbin/postfix ] || need+=(postfix)
+[ -x /usr/bin/rspamd ] || need+=(rspamd)
+[ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v ip >/dev/null || need+=(iproute2)
+command -v psql >/dev/null || need+=(postgresql-client)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages: ${need[*]} (run as root, or install them first)" >&2
+        exit 1
+    fi
+    echo "installing ${need[*]} ..."
+    # Postfix asks how to configure itself; the tests bring their own configuration.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+scripts/bootstrap.sh "test,fast"
+exec .venv/bin/python -m pytest "$@"

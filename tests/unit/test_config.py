@@ -1,0 +1,102 @@
+"""Configuration: TOML plus environment, validated at start with errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s25rbl.config import Endpoint, load_settings, system_resolvers
+from s25rbl.errors import ConfigError
+
+BASE = {"S25RBL_RESOLVER__UPSTREAMS": "127.0.0.1:5399"}
+
+
+def test_defaults_are_usable_without_a_file() -> None:
+    s = load_settings(environ=BASE)
+    assert s.dns.zone and s.dns.whitelist_zone and s.dns.listen
+    assert s.database.url.startswith("sqlite:///")
+    assert s.resolver.timeout == 1.5
+
+
+def test_file_then_environment_override(tmp_path: Path) -> None:
+    path = tmp_path / "s25rbl.toml"
+    path.write_text(
+        '[dns]\nlisten = ["127.0.0.1:53", "[::1]:53"]\nzone = "BL.Example.ORG."\nttl = 600\n'
+        '[resolver]\nupstreams = ["192.0.2.53", "[2001:db8::53]:5353"]\ntimeout = 2\n'
+        "[lists]\nbuiltin_whitelist = false\n"
+    )
+    s = load_settings(path, environ={"S25RBL_DNS__TTL": "900"})
+    assert s.dns.listen == (Endpoint("127.0.0.1", 53), Endpoint("::1", 53))
+    assert s.dns.zone == "bl.example.org"
+    assert s.dns.ttl == 900
+    assert s.resolver.upstreams == (Endpoint("192.0.2.53", 53), Endpoint("2001:db8::53", 5353))
+    assert s.lists.builtin_whitelist is False
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "says"),
+    [
+        ({"S25RBL_DNS__TTL": "soon"}, "dns.ttl", "not an integer"),
+        ({"S25RBL_DNS__TTL": "-1"}, "dns.ttl", "out of range"),
+        ({"S25RBL_DNS__LISTEN": "localhost:53"}, "dns.listen", "not an IPv4 or IPv6 address literal"),
+        ({"S25RBL_DNS__LISTEN": "127.0.0.1"}, "dns.listen", "needs a port"),
+        ({"S25RBL_DNS__LISTEN": "127.0.0.1:70000"}, "dns.listen", "port"),
+        ({"S25RBL_DNS__ZONE": "bad_zone!"}, "dns.zone", "not a valid DNS label"),
+        ({"S25RBL_DNS__WHITELIST_ZONE": "x.bl.s25rbl.test"}, "dns.whitelist_zone", "overlap"),
+        ({"S25RBL_RESOLVER__TIMEOUT": "0"}, "resolver.timeout", "out of range"),
+        ({"S25RBL_LISTS__BUILTIN_WHITELIST": "maybe"}, "lists.builtin_whitelist", "not a boolean"),
+        ({"S25RBL_DATABASE__URL": "/var/lib/x.db"}, "database.url", "not a URL"),
+        ({"S25RBL_DNS__NOPE": "1"}, "S25RBL_DNS__NOPE", "not a known setting"),
+    ],
+    ids=[
+        "ttl-word",
+        "ttl-negative",
+        "listen-hostname",
+        "listen-no-port",
+        "listen-port-range",
+        "zone-label",
+        "zones-overlap",
+        "timeout-zero",
+        "bool",
+        "url",
+        "unknown-env",
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={**BASE, **env})
+    assert info.value.key == key
+    assert says in str(info.value)
+
+
+def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[dns]\nzonee = 'x.example'\n")
+    with pytest.raises(ConfigError, match=r"dns\.zonee: unknown key"):
+        load_settings(path, environ=BASE)
+
+
+def test_broken_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[dns\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path, environ=BASE)
+
+
+def test_upstreams_default_to_resolv_conf(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nsearch example\n")
+    assert system_resolvers(str(conf)) == (Endpoint("127.0.0.53", 53), Endpoint("fe80::1", 53))
+
+
+def test_the_shipped_sample_configuration_is_valid() -> None:
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "s25rbl.toml"
+    s = load_settings(sample, environ={})
+    assert s.dns.zone == "bl.s25r.example.org"
+    assert s.dns.hostmaster == "hostmaster.example.org"
+
+
+def test_state_directory_from_systemd_holds_the_default_store() -> None:
+    s = load_settings(environ={**BASE, "STATE_DIRECTORY": "/var/lib/s25rbl"})
+    assert s.database.url == "sqlite:////var/lib/s25rbl/s25rbl.db"
