@@ -1,0 +1,1 @@
+"""Persistent state: SQLAlchemy models, the repositories (the only SQL) and session handling."""

@@ -1,0 +1,199 @@
+"""Table definitions. The naming convention keeps constraint names stable across databases."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ListName(enum.StrEnum):
+    WHITE = "white"
+    BLACK = "black"
+
+
+class EntryKind(enum.StrEnum):
+    IP = "ip"
+    CIDR = "cidr"
+    HOSTNAME = "hostname"
+    DOMAIN = "domain"
+    REGEX = "regex"
+    RULE = "rule"  # an operator-added S25R-style rule: a listing pattern at step 8
+
+
+class EntrySource(enum.StrEnum):
+    MANUAL = "manual"
+    IMPORTED = "imported"
+    BUILTIN = "builtin"
+    LEARNED = "learned"
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK constraint, so PostgreSQL needs no enum type.
+    return Enum(cls, name=name, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class Entry(Base):
+    """One list entry. ``value`` is stored canonical (lower-case names, compressed networks)."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        UniqueConstraint("list", "kind", "value"),
+        Index("ix_entries_list_kind", "list", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    list: Mapped[ListName] = mapped_column(_enum(ListName, "list_name"))
+    kind: Mapped[EntryKind] = mapped_column(_enum(EntryKind, "entry_kind"))
+    value: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    source: Mapped[EntrySource] = mapped_column(_enum(EntrySource, "entry_source"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ListVersion(Base):
+    """A single row counting list changes; nodes poll it and reload their indexes when it moves.
+
+    Polling a counter (rather than relying on notifications alone) means a node that was down
+    or missed a message still converges on its next poll.
+    """
+
+    __tablename__ = "list_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Meta(Base):
+    """Small facts about this database, e.g. that the starter whitelist was loaded once."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class Token(Base):
+    """An API bearer token. Only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated, e.g. "read,write"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditEvent(Base):
+    """Who changed what, when: one row per write through the API or the CLI."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(512), default="")
+    detail: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class Report(Base):
+    """One temporary rejection an MTA saw, as reported; the raw material of learning."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        Index("ix_reports_triplet", "client_ip", "sender_norm", "recipient", "reported_at"),
+        Index("ix_reports_pair", "sender_norm", "recipient", "reported_at"),
+        Index("ix_reports_reported_at", "reported_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reporter: Mapped[str] = mapped_column(String(128))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    client_name: Mapped[str] = mapped_column(String(255))
+    helo: Mapped[str] = mapped_column(String(255))
+    sender: Mapped[str] = mapped_column(String(512))
+    sender_norm: Mapped[str] = mapped_column(String(512))
+    recipient: Mapped[str] = mapped_column(String(512))
+
+
+class LearnBlock(Base):
+    """An address the operator forbade learning again."""
+
+    __tablename__ = "learn_blocks"
+
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class Suggestion(Base):
+    """A provider's pool seen retrying from several addresses: a domain whitelist to approve."""
+
+    __tablename__ = "suggestions"
+    __table_args__ = (UniqueConstraint("domain"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, approved, rejected
+    evidence: Mapped[str] = mapped_column(String(8000), default="[]")  # JSON: addresses, names, pairs
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    entry_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
