@@ -1,0 +1,1 @@
+"""Upstream DNS lookups: the Resolver protocol and its clients."""
