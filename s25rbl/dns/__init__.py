@@ -1,0 +1,1 @@
+"""The DNS responder: transport (UDP/TCP framing) -> wire (parse once) -> handler -> answer bytes."""
