@@ -1,0 +1,101 @@
+"""Keeps the in-memory list snapshot in step with the store, and writes batched hit counts.
+
+Nodes poll a version counter (one tiny query per interval) and rebuild their snapshot when it
+moves. Polling converges even after missed changes or a restart; while the store is away the
+last snapshot keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from s25rbl.clock import Clock
+from s25rbl.errors import StoreUnavailable
+from s25rbl.service import load_index
+from s25rbl.store.db import Store
+from s25rbl.store.repository import EntryRepository
+from s25rbl.verdict.lists import ListIndex
+from s25rbl.verdict.pipeline import HitCounter
+
+log = logging.getLogger(__name__)
+
+
+class ListSync:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        interval: float,
+        hits_interval: float = 30.0,
+        learned_lifetime: timedelta | None = None,
+    ) -> None:
+        self._store = store
+        self._learned_lifetime = learned_lifetime
+        self._clock = clock
+        self._interval = interval
+        self._hits_interval = hits_interval
+        self.index = ListIndex()
+        self.healthy = False
+        self.loaded = False
+
+    def current(self) -> ListIndex:
+        return self.index
+
+    async def reload(self) -> None:
+        started = time.perf_counter()
+        index = await load_index(self._store, clock=self._clock)
+        self.index = index
+        self.loaded = self.healthy = True
+        log.info(
+            "lists loaded: version %d, %s, in %.3f s",
+            index.version,
+            ", ".join(f"{k} {v}" for k, v in index.sizes().items()),
+            time.perf_counter() - started,
+        )
+
+    async def poll_once(self) -> bool:
+        """Reload if the store's version moved or an entry expired. True if reloaded."""
+        async with self._store.transaction() as session:
+            version = await EntryRepository(session).version()
+        expired = self.index.next_expiry is not None and self.index.next_expiry <= self._clock.now()
+        if version != self.index.version or expired or not self.loaded:
+            await self.reload()
+            return True
+        return False
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.poll_once()
+                if not self.healthy:
+                    log.warning("store reachable again")
+                self.healthy = True
+            except StoreUnavailable as exc:
+                if self.healthy:
+                    log.warning("store unavailable, answering from the last lists: %s", exc)
+                self.healthy = False
+            except Exception:
+                # Never let the refresher die: DNS would answer stale lists forever.
+                if self.healthy:
+                    log.exception("list refresh failed; answering from the last lists")
+                self.healthy = False
+
+    async def flush_hits(self, hits: HitCounter) -> None:
+        batch = hits.take()
+        if not batch:
+            return
+        try:
+            async with self._store.transaction() as session:
+                await EntryRepository(session).record_hits(batch, self._learned_lifetime)
+        except StoreUnavailable:
+            # Hit counts are statistics: put them back and try again next time.
+            hits.restore(batch)
+
+    async def run_hits(self, hits: HitCounter) -> None:
+        while True:
+            await asyncio.sleep(self._hits_interval)
+            await self.flush_hits(hits)
