@@ -1,0 +1,1 @@
+"""The REST API: routes, request validation, authentication and problem+json errors."""

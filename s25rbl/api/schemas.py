@@ -1,0 +1,200 @@
+"""Request validation: strict (unknown fields refused), every error naming its field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from s25rbl.api.problems import Problem
+from s25rbl.entries import EntrySpec
+from s25rbl.errors import InvalidEntry
+from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.store.repository import EntryFilter
+
+MAX_BATCH = 1000
+MAX_PAGE = 1000
+ENTRY_FIELDS = {"list", "kind", "value", "reason", "expires_at"}
+PATCH_FIELDS = {"reason", "expires_at"}
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise Problem(415, f"send application/json, not {request.content_type or 'no content type'}")
+    raw = await request.read()  # aiohttp enforces client_max_size here: 413
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from None
+
+
+def _invalid(field: str, problem: str) -> Problem:
+    return Problem(422, f"{field}: {problem}", errors=[{"field": field, "problem": problem}])
+
+
+def _unknown(body: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise Problem(
+            422,
+            f"unknown field(s): {', '.join(prefix + e for e in extra)}",
+            errors=[{"field": prefix + e, "problem": "unknown field"} for e in extra],
+        )
+
+
+def parse_expiry(value: Any, field: str, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field, "must be an ISO 8601 date-time string or null")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(field, f"{value!r} is not an ISO 8601 date-time") from None
+    if when.tzinfo is None:
+        raise _invalid(field, "needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:
+        raise _invalid(field, f"{value!r} is out of range") from None
+    if when <= now:
+        raise _invalid(field, "must be in the future")
+    return when
+
+
+def entry_spec(body: Any, now: datetime, prefix: str = "") -> tuple[EntrySpec, datetime | None]:
+    if not isinstance(body, dict):
+        raise _invalid(prefix.rstrip(".") or "body", "must be a JSON object")
+    _unknown(body, ENTRY_FIELDS, prefix)
+    for field in ("list", "kind", "value"):
+        if field not in body:
+            raise _invalid(prefix + field, "is required")
+        if not isinstance(body[field], str):
+            raise _invalid(prefix + field, "must be a string")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str):
+        raise _invalid(prefix + "reason", "must be a string")
+    try:
+        spec = EntrySpec.build(body["list"], body["kind"], body["value"], reason)
+    except InvalidEntry as exc:
+        raise _invalid(prefix + exc.field, exc.problem) from None
+    return spec, parse_expiry(body.get("expires_at"), prefix + "expires_at", now)
+
+
+def entry_batch(body: Any, now: datetime) -> tuple[list[tuple[EntrySpec, datetime | None]], bool]:
+    """One entry object, or ``{"entries": [...]}``. Returns the specs and whether it was a batch."""
+    if isinstance(body, dict) and "entries" in body:
+        _unknown(body, {"entries"})
+        items = body["entries"]
+        if not isinstance(items, list) or not items:
+            raise _invalid("entries", "must be a non-empty array")
+        if len(items) > MAX_BATCH:
+            raise Problem(413, f"at most {MAX_BATCH} entries per request; got {len(items)}")
+        specs = [entry_spec(item, now, f"entries[{i}].") for i, item in enumerate(items)]
+        seen: set[tuple[str, str, str]] = set()
+        for i, (spec, _) in enumerate(specs):
+            key = (spec.list, spec.kind, spec.value)
+            if key in seen:
+                raise _invalid(f"entries[{i}]", f"the same {spec.kind} {spec.value!r} twice in one batch")
+            seen.add(key)
+        return specs, True
+    return [entry_spec(body, now)], False
+
+
+def entry_patch(body: Any, now: datetime) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _invalid("body", "must be a JSON object")
+    _unknown(body, PATCH_FIELDS)
+    if not body:
+        raise _invalid("body", "give reason and/or expires_at")
+    change: dict[str, Any] = {}
+    if "reason" in body:
+        if not isinstance(body["reason"], str):
+            raise _invalid("reason", "must be a string")
+        try:
+            from s25rbl.entries import check_reason
+
+            change["reason"] = check_reason(body["reason"])
+        except InvalidEntry as exc:
+            raise _invalid("reason", exc.problem) from None
+    if "expires_at" in body:
+        change["expires_at"] = parse_expiry(body["expires_at"], "expires_at", now)
+        change["clear_expiry"] = body["expires_at"] is None
+    return change
+
+
+def only_params(query: Mapping[str, str], allowed: set[str]) -> None:
+    extra = sorted(set(query) - allowed)
+    if extra:
+        raise _invalid(extra[0], "unknown query parameter")
+
+
+def _enum_param(query: Mapping[str, str], name: str, enum: type[Any]) -> Any:
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise _invalid(name, f"{value!r}: use one of {allowed}") from None
+
+
+def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    # isascii: str.isdigit() is true for "²", which int() refuses; ids are ASCII digits.
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise _invalid(name, f"{value!r}: a whole number from {low} to {high}")
+    return int(value)
+
+
+def page_params(query: Mapping[str, str]) -> tuple[int, int]:
+    """Cursor pagination: (the id to continue after, the page size)."""
+    return int_param(query, "cursor", 0, 0, 2**62), int_param(query, "limit", 100, 1, MAX_PAGE)
+
+
+def page(rows: Sequence[Any], limit: int, item: Callable[[Any], Any]) -> dict[str, Any]:
+    """A page of ``limit`` items from ``limit + 1`` rows fetched; the cursor when more follow."""
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return {"items": [item(row) for row in rows[:limit]], "next_cursor": next_cursor}
+
+
+def bool_param(query: Mapping[str, str], name: str) -> bool | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise _invalid(name, f"{value!r}: use true or false")
+    return value == "true"
+
+
+def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
+    allowed = {"list", "kind", "source", "q", "expired", "cursor", "limit"}
+    extra = sorted(set(query) - allowed)
+    if extra:
+        raise _invalid(extra[0], "unknown query parameter")
+    text = query.get("q")
+    if text is not None and len(text) > 200:
+        raise _invalid("q", "at most 200 characters")
+    expired = bool_param(query, "expired")
+    return (
+        EntryFilter(
+            list=_enum_param(query, "list", ListName),
+            kind=_enum_param(query, "kind", EntryKind),
+            source=_enum_param(query, "source", EntrySource),
+            text=text or None,
+            include_expired=expired is not False,
+            only_expired=expired is True,
+        ),
+        expired,
+    )
+
+
+def list_param(query: Mapping[str, str]) -> ListName | None:
+    value: ListName | None = _enum_param(query, "list", ListName)
+    return value
