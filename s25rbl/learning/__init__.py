@@ -1,0 +1,1 @@
+"""Learning from retries: sender normalisation, retry detection and pool suggestions (pure logic)."""

@@ -1,0 +1,389 @@
+"""The log reporter's memory and its view of a log file across rotation.
+
+The state file remembers, for each log path, which file it was reading (device and inode, plus
+a fingerprint of the file's first bytes, since a deleted file's inode can be reused) and the
+byte offset just after the last line that is done: its report accepted by the API, or the line
+ignored. It is written atomically (temporary file, fsync, rename), so a crash leaves either the
+old state or the new one; the lines after the offset are read again on restart, and the
+idempotency key of each report absorbs the overlap of a crash between a send and the write.
+
+``LogFile`` reads complete lines with their end offsets and notices rotation: the path now
+names another file (renamed away, ``create`` rotation) or the file shrank below the offset
+(``copytruncate``). In both cases the old file is finished before the new one is read from 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from s25rbl.errors import S25rblError
+
+log = logging.getLogger("s25rbl.reporter")
+
+HEAD_BYTES = 1024  # the fingerprint covers at most this many bytes from the file's start
+MAX_LINE = 64 * 1024  # a longer "line" is not a Postfix log line: skipped, counted unparsable
+
+
+class StateError(S25rblError):
+    """The state file cannot be used (locked by another reporter, not writable)."""
+
+    exit_status = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where reading stands: the file (device, inode) and the offset after the last line done."""
+
+    device: int
+    inode: int
+    offset: int
+    head: str = ""  # sha256 of the first min(offset, HEAD_BYTES) bytes
+    head_length: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "inode": self.inode,
+            "offset": self.offset,
+            "head": self.head,
+            "head_length": self.head_length,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Position:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        values = [data.get(k) for k in ("device", "inode", "offset", "head_length")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise ValueError("device, inode, offset, head_length must be non-negative integers")
+        head = data.get("head", "")
+        if not isinstance(head, str):
+            raise ValueError("head must be a string")
+        return cls(values[0], values[1], values[2], head, values[3])  # type: ignore[arg-type]
+
+
+def head_digest(fh: BinaryIO | int, length: int) -> str:
+    """The fingerprint of a file's first ``length`` bytes (read without moving the offset)."""
+    fd = fh if isinstance(fh, int) else fh.fileno()
+    data = os.pread(fd, length, 0) if length else b""
+    return hashlib.sha256(data).hexdigest() if len(data) == length else ""
+
+
+def same_file(fd: int, position: Position) -> bool:
+    """Whether the open file is the one ``position`` was recorded for (inode and fingerprint)."""
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (position.device, position.inode):
+        return False
+    if st.st_size < position.offset:
+        return False  # truncated (or another file that reuses the inode): not where we were
+    if position.head_length:
+        return head_digest(fd, position.head_length) == position.head
+    return True
+
+
+class StateFile:
+    """The JSON state file: ``{"version": 1, "files": {path: Position}}``, with an exclusive lock."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        self.files: dict[str, Position] = {}
+
+    def open(self) -> None:
+        """Lock (one reporter per state file) and load; a damaged file is reported and ignored."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"state file {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StateError(
+                f"state file {self.path} is in use by another report-maillog (use --state)"
+            ) from None
+        self._lock_fd = fd
+        self.files = self._load()
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _load(self) -> dict[str, Position]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("state file %s unreadable (%s): starting without it", self.path, exc)
+            return {}
+        files: dict[str, Position] = {}
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            log.warning("state file %s has no 'files' object: starting without it", self.path)
+            return {}
+        for name, item in data["files"].items():
+            try:
+                files[name] = Position.from_json(item)
+            except ValueError as exc:
+                log.warning("state file %s: entry for %s ignored (%s)", self.path, name, exc)
+        return files
+
+    def get(self, log_path: str) -> Position | None:
+        return self.files.get(log_path)
+
+    def save(self, log_path: str, position: Position) -> None:
+        """Record ``position`` for ``log_path`` and write the file atomically."""
+        self.files[log_path] = position
+        payload = {
+            "version": self.VERSION,
+            "saved_at": datetime.now(UTC).isoformat(),
+            "files": {name: pos.as_json() for name, pos in sorted(self.files.items())},
+        }
+        text = json.dumps(payload, indent=1) + "\n"
+        tmp = self.path.with_name(f"{self.path.name}.tmp.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StateError(f"cannot write the state file {self.path}: {exc.strerror or exc}") from None
+
+
+def find_rotated(path: str, position: Position) -> str | None:
+    """The file the state was recorded for, renamed in the same directory (``mail.log.1``,
+    ``mail.log-20261124``), if it is still there uncompressed; None otherwise."""
+    directory = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.name.startswith(base) or entry.name == base:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) != (position.device, position.inode):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if same_file(fd, position):
+                return entry.path
+        finally:
+            os.close(fd)
+    return None
+
+
+class LogFile:
+    """Complete lines from a log path, with rotation handled as described in the module doc.
+
+    ``offset`` is always the end of the last line returned by ``read_line``. A final line
+    without its newline is held back while following (the logger may be writing it) and
+    returned as a line when the file is finished (end of input, or rotated away and quiet).
+    """
+
+    def __init__(self, path: str, *, follow: bool, rotate_quiet: float = 1.0) -> None:
+        self.path = path
+        self.follow = follow
+        self.rotate_quiet = rotate_quiet
+        self.fh: BinaryIO | None = None
+        self.device = 0
+        self.inode = 0
+        self.offset = 0
+        self._switch_pending = False  # the open file is not (any more) the one at ``path``
+        self._rotated_at: float | None = None
+        self._skipping = False  # inside an overlong line: discard up to its newline
+        self._missing = False  # said that the path does not exist (yet)
+
+    # --- opening ------------------------------------------------------------------------
+
+    def start(self, saved: Position | None) -> None:
+        """Open where the state says, finishing a file rotated while we were stopped."""
+        if saved is not None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            except OSError as exc:
+                raise StateError(f"{self.path}: {exc.strerror or exc}") from None
+            if fd >= 0:
+                if same_file(fd, saved):
+                    self._adopt(os.fdopen(fd, "rb"), saved.offset)
+                    log.info("%s: resuming at offset %d", self.path, saved.offset)
+                    return
+                st = os.fstat(fd)
+                os.close(fd)
+                if (st.st_dev, st.st_ino) == (saved.device, saved.inode):
+                    log.warning(
+                        "%s: truncated or replaced since offset %d was saved: reading it from the start",
+                        self.path,
+                        saved.offset,
+                    )
+                    self._open_path()
+                    return
+            rotated = find_rotated(self.path, saved)
+            if rotated is not None:
+                log.info(
+                    "%s: rotated while stopped: finishing %s from offset %d", self.path, rotated, saved.offset
+                )
+                self._adopt(open(rotated, "rb"), saved.offset, old=True)  # noqa: SIM115 - kept open
+                return
+            log.warning(
+                "%s: rotated while stopped and the old file (inode %d) is gone or compressed: "
+                "its lines after offset %d are not reported",
+                self.path,
+                saved.inode,
+                saved.offset,
+            )
+        self._open_path()
+
+    def _open_path(self) -> bool:
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - kept open while reading
+        except FileNotFoundError:
+            if self.follow:
+                if not self._missing:
+                    log.info("%s: no such file yet; waiting for it", self.path)
+                    self._missing = True
+                return False
+            raise StateError(f"{self.path}: no such file") from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: {exc.strerror or exc}") from None
+        self._adopt(fh, 0)
+        self._missing = False
+        return True
+
+    def _adopt(self, fh: BinaryIO, offset: int, *, old: bool = False) -> None:
+        """Read ``fh`` from ``offset``; ``old``: a rotated file, to finish before the path's."""
+        if self.fh is not None:
+            self.fh.close()
+        st = os.fstat(fh.fileno())
+        fh.seek(offset)
+        self.fh, self.device, self.inode, self.offset = fh, st.st_dev, st.st_ino, offset
+        self._switch_pending = old
+        # A file rotated while we were stopped has long been quiet.
+        self._rotated_at = time.monotonic() - self.rotate_quiet if old else None
+        self._skipping = False
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        self._switch_pending = False
+        self._rotated_at = None
+
+    # --- reading ------------------------------------------------------------------------
+
+    def position(self) -> Position | None:
+        if self.fh is None:
+            return None
+        length = min(self.offset, HEAD_BYTES)
+        return Position(self.device, self.inode, self.offset, head_digest(self.fh, length), length)
+
+    def read_line(self) -> bytes | None:
+        """The next complete line (line end stripped), or None when there is none for now."""
+        while True:
+            if self.fh is None and not (self.follow and self._open_path()):
+                return None
+            assert self.fh is not None
+            line = self.fh.readline(MAX_LINE)
+            if len(line) >= MAX_LINE and not line.endswith(b"\n"):
+                # Not a log line: hand its first part over once (counted unparsable), drop the rest.
+                self.offset += len(line)
+                if self._skipping:
+                    continue
+                self._skipping = True
+                return line
+            if line.endswith(b"\n") or (line and self._file_done()):
+                # A complete line, or the last one of a file that will not grow any more.
+                self.offset += len(line)
+                if self._rotated_at is not None:
+                    self._rotated_at = time.monotonic()  # the old file is still being written
+                if self._skipping:
+                    self._skipping = False
+                    continue
+                return line.rstrip(b"\r\n")
+            if line:
+                self.fh.seek(self.offset)  # a line being written: read it again when complete
+            if not self._at_end():
+                return None
+
+    def _file_done(self) -> bool:
+        """Whether the open file will not grow any more (so a partial last line is a line)."""
+        if not self.follow:
+            return True
+        return self._rotated_at is not None and time.monotonic() - self._rotated_at >= self.rotate_quiet
+
+    def _at_end(self) -> bool:
+        """At the end of the open file: notice truncation and rotation (following), or move
+        from a finished old file to the file now at the path. True: read again."""
+        assert self.fh is not None
+        if self.follow:
+            if os.fstat(self.fh.fileno()).st_size < self.offset:
+                log.warning(
+                    "%s: truncated (offset %d is past its end): reading it from the start",
+                    self.path,
+                    self.offset,
+                )
+                self.fh.seek(0)
+                self.offset = 0
+                return True
+            if not self._switch_pending:
+                if not self._path_changed():
+                    return False
+                # Renamed away and replaced. The logger may still write to the old file until
+                # it reopens: finish the old file once it has been quiet for a moment.
+                self._switch_pending = True
+                self._rotated_at = time.monotonic()
+                return False
+            if not self._file_done():
+                return False
+        elif not self._switch_pending:
+            return False
+        old = self.inode
+        self.close()
+        if self._open_path():
+            log.info("%s: rotated: finished the old file (inode %d), reading the new one", self.path, old)
+            return True
+        return False
+
+    def _path_changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False  # renamed away, new file not created yet: keep reading the old one
+        return (st.st_dev, st.st_ino) != (self.device, self.inode)
+
+    def finished(self) -> bool:
+        """No more lines will come: without --follow, at the end of the last file."""
+        return not self.follow and not self._switch_pending
