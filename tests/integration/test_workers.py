@@ -1,0 +1,78 @@
+"""``[dns] workers = 2``: two processes on one port share lists and changes, and stop together."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+
+from tests.integration.server import start_server, write_config
+from tests.integration.test_responder import name
+from tests.support.fakedns import FakeAuthority
+
+
+def ask_from_many_ports(host: str, port: int, qname: str, count: int = 40) -> list[int]:
+    """Ask from ``count`` fresh sockets: SO_REUSEPORT spreads them over the workers."""
+    rcodes = []
+    for _ in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            reply = dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=5, sock=sock)
+            rcodes.append(reply.rcode())
+    return rcodes
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's init reaps orphans lazily)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_workers_answer_and_follow_list_changes(tmp_path: Path, upstream: FakeAuthority) -> None:
+    config = write_config(
+        tmp_path / "s25rbl.toml",
+        (upstream.host, upstream.port),
+        tmp_path / "state" / "s25rbl.db",
+        extra="",
+    )
+    text = config.read_text().replace("tcp_idle_timeout = 2", "tcp_idle_timeout = 2\nworkers = 2")
+    config.write_text(text)
+    server = start_server(config)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("dns-1" in line for line in server.output):
+            time.sleep(0.2)
+        qname = name("198.51.100.42")
+        assert set(ask_from_many_ports(server.host, server.port, qname)) == {dns.rcode.NOERROR}  # no PTR: .4
+        assert server.cli("entries", "add", "white", "ip", "198.51.100.42").returncode == 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if set(ask_from_many_ports(server.host, server.port, qname)) == {dns.rcode.NXDOMAIN}:
+                break
+            time.sleep(0.2)
+        assert set(ask_from_many_ports(server.host, server.port, qname, 60)) == {dns.rcode.NXDOMAIN}
+        workers = children(server.process.pid)
+        assert workers, "the second worker should be a child process"
+    finally:
+        assert server.stop() == 0
+    assert not [pid for pid in workers if running(pid)], "a worker outlived the server"

@@ -1,0 +1,1 @@
+"""Test helpers: a fake authoritative DNS server and its pytest fixtures."""
