@@ -8,6 +8,8 @@ It reads a Postfix mail log (a path, or ``-`` for standard input), picks out the
 whose ZONE is one of ours (``--zone``, default the configured blocklist and hostname zones), and
 sends them in batches. Each report's idempotency key is derived from its log line, so a line
 read again after a restart, or a batch sent again after an outage, is never counted twice.
+A log with no position in the state file yet is read from its beginning, or with ``--from-end``
+from its current end (that position saved at once); a saved position always wins.
 
 Timestamps: classic syslog (``Nov 23 21:50:01``, optionally with ``.uuuuuu``: no year, so the
 current year, or the previous one if that would put the line more than a day in the future;
@@ -703,6 +705,14 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
         help="keep reading as the log grows, across rotation (renamed and recreated, or truncated)",
     )
     p.add_argument(
+        "--from-end",
+        action="store_true",
+        help="when the state file has no position for the log (first start): begin at its current "
+        "end, like tail -n0 -F, and save that position at once; only lines written from then on are "
+        "reported (without --follow: none). Ignored when a position is saved: reading resumes there. "
+        "Not for - (standard input)",
+    )
+    p.add_argument(
         "--state",
         metavar="FILE",
         help="where to remember the position (default: report-maillog.state in the state directory: "
@@ -775,6 +785,8 @@ def _zones(settings: Settings, given: list[str] | None) -> list[str]:
 
 
 def cmd_report_maillog(settings: Settings, args: argparse.Namespace) -> int:
+    if args.from_end and args.path == "-":
+        raise ReporterError("report-maillog: --from-end needs a log file; standard input (-) has no end", 2)
     url = getattr(args, "api", None) or os.environ.get("S25RBL_API_URL") or f"http://{settings.api.listen}"
     token = getattr(args, "token", None) or os.environ.get("S25RBL_API_TOKEN")
     if not token:
@@ -816,7 +828,13 @@ def cmd_report_maillog(settings: Settings, args: argparse.Namespace) -> int:
             )
             state.open()
             logfile = LogFile(key, follow=args.follow, rotate_quiet=max(1.0, 2 * args.poll))
-            logfile.start(state.get(key))
+            saved = state.get(key)
+            logfile.start(saved, from_end=args.from_end)
+            if saved is None and args.from_end and (end := logfile.position()) is not None:
+                # Saved at once, not when the first line is done: a run stopped before that (or
+                # without --follow, which reads nothing) must leave the next one, with or without
+                # --from-end, resuming here rather than at the start of the log or a later end.
+                state.save(key, end)
             source = FileSource(logfile)
         log.info("reporting rejections by %s from %s to %s", ", ".join(zones), args.path, client.url)
         reporter = Reporter(parser, client, source, state, key, options, stop)

@@ -227,8 +227,14 @@ class LogFile:
 
     # --- opening ------------------------------------------------------------------------
 
-    def start(self, saved: Position | None) -> None:
-        """Open where the state says, finishing a file rotated while we were stopped."""
+    def start(self, saved: Position | None, *, from_end: bool = False) -> None:
+        """Open where the state says, finishing a file rotated while we were stopped.
+
+        With nothing saved, read the log from its beginning, or with ``from_end`` from its
+        current end (``--from-end``: a first start on a big, long-lived log); a log that does
+        not exist yet is read whole when it appears, all of it being new. A saved position
+        always wins over ``from_end``: ignoring it would skip lines that were never reported.
+        """
         if saved is not None:
             try:
                 fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -265,7 +271,36 @@ class LogFile:
                 saved.inode,
                 saved.offset,
             )
+        elif from_end:
+            if self._open_path():
+                self._skip_to_end()
+            return
         self._open_path()
+
+    def _skip_to_end(self) -> None:
+        """Move to the end of the last complete line of the open file.
+
+        While following, a last line without its newline is still being written: reading
+        from its start reports it once it is complete, where reading from the end of the file
+        would turn its rest into an unparsable fragment. Without following, the file will not
+        grow, so the end is its end (as ``read_line`` treats such a line as complete).
+        """
+        assert self.fh is not None
+        fd = self.fh.fileno()
+        size = os.fstat(fd).st_size
+        end, skipping = size, False
+        if self.follow and size:
+            tail_start = max(0, size - MAX_LINE)
+            newline = os.pread(fd, size - tail_start, tail_start).rfind(b"\n")
+            if newline >= 0:
+                end = tail_start + newline + 1
+            elif tail_start == 0:
+                end = 0  # the file is one line, still being written
+            else:
+                skipping = True  # inside an overlong line: not a log line, discard its rest
+        self.fh.seek(end)
+        self.offset, self._skipping = end, skipping
+        log.info("%s: no saved position: starting at its end (offset %d)", self.path, end)
 
     def _open_path(self) -> bool:
         try:

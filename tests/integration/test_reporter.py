@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -564,6 +565,86 @@ def test_bad_token_or_missing_token_is_a_configuration_error(
     missing = run_once(config, api.url, log, "--state", str(tmp_path / "state"), token="")
     assert missing.returncode == 2, missing.stderr
     assert "needs an API token" in missing.stderr
+
+
+# --- --from-end -----------------------------------------------------------------------------
+
+
+def saved_offset(state: Path, log: Path) -> int | None:
+    """The offset the state file holds for ``log``, if any (it is replaced atomically)."""
+    try:
+        data = json.loads(state.read_text())
+    except FileNotFoundError:
+        return None
+    entry = data["files"].get(str(log))
+    return int(entry["offset"]) if entry else None
+
+
+def test_from_end_reports_only_lines_written_after_the_start(
+    tmp_path: Path, config: Path, api: FakeReportsApi, followers: list[Follower]
+) -> None:
+    log = tmp_path / "mail.log"
+    old = [rejection(n) for n in range(5)]
+    append(log, interleave(old))
+    state = tmp_path / "state"
+    follower = Follower(config, api.url, log, "--state", str(state), "--from-end")
+    followers.append(follower)
+    end = log.stat().st_size
+    wait_for("the end saved as the position", lambda: saved_offset(state, log) == end, follower=follower)
+
+    new = [rejection(n) for n in range(5, 9)]
+    append(log, interleave(new, 5))
+    wait_for("the new lines", lambda: api.accepted_keys() == keys(new), follower=follower)
+    assert follower.stop() == 0
+    assert_exactly_once(api, keys(new))  # none of the old ones, ever
+    err = follower.stderr()
+    assert "starting at its end" in err, err
+    assert "4 rejections reported (4 accepted, 0 duplicate, 0 refused)" in err.splitlines()[-1], err
+
+
+def test_from_end_without_follow_saves_the_end_for_a_later_plain_run(
+    tmp_path: Path, config: Path, api: FakeReportsApi
+) -> None:
+    log = tmp_path / "mail.log"
+    old = [rejection(n) for n in range(6)]
+    append(log, interleave(old))
+    state = ["--state", str(tmp_path / "state")]
+
+    done = run_once(config, api.url, log, *state, "--from-end")
+    assert done.returncode == 0, done.stderr
+    assert "0 lines" in done.stderr.strip().splitlines()[-1], done.stderr
+    assert api.requests == 0
+    assert saved_offset(tmp_path / "state", log) == log.stat().st_size
+
+    new = [rejection(n) for n in range(6, 9)]
+    append(log, interleave(new, 6))
+    later = run_once(config, api.url, log, *state)  # without --from-end: resumes at that end
+    assert later.returncode == 0, later.stderr
+    assert_exactly_once(api, keys(new))
+    assert "3 rejections reported (3 accepted, 0 duplicate, 0 refused)" in later.stderr, later.stderr
+
+
+def test_a_saved_position_wins_over_from_end(tmp_path: Path, config: Path, api: FakeReportsApi) -> None:
+    log = tmp_path / "mail.log"
+    first = [rejection(n) for n in range(4)]
+    append(log, interleave(first))
+    state = ["--state", str(tmp_path / "state")]
+    assert run_once(config, api.url, log, *state).returncode == 0
+
+    more = [rejection(n) for n in range(4, 8)]  # written while no reporter ran
+    append(log, interleave(more, 4))
+    done = run_once(config, api.url, log, *state, "--from-end")
+    assert done.returncode == 0, done.stderr
+    assert "4 rejections reported (4 accepted, 0 duplicate, 0 refused)" in done.stderr, done.stderr
+    assert_exactly_once(api, keys(first + more))
+
+
+def test_from_end_with_standard_input_is_refused(tmp_path: Path, config: Path, api: FakeReportsApi) -> None:
+    done = run_once(config, api.url, "-", "--from-end", input=rejection(1) + "\n")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--from-end" in lines[0] and "standard input" in lines[0], done.stderr
+    assert api.requests == 0
 
 
 # --- against the real server ----------------------------------------------------------------

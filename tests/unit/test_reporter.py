@@ -7,6 +7,7 @@ import io
 import os
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -736,6 +737,70 @@ def test_a_missing_log_without_follow_is_an_error(tmp_path: Path) -> None:
         LogFile(str(tmp_path / "nope"), follow=False).start(None)
 
 
+# --- --from-end -----------------------------------------------------------------------------
+
+
+def test_from_end_reads_only_lines_written_after_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"old-1\nold-2\n")
+    with closing(LogFile(str(log), follow=True, rotate_quiet=0.05)) as logfile:
+        logfile.start(None, from_end=True)
+        assert read_all(logfile, 0.2) == []
+        position = logfile.position()
+        assert position is not None and position.offset == log.stat().st_size
+        with log.open("ab") as fh:
+            fh.write(b"new-1\nnew-2\n")
+        assert read_all(logfile, 0.2) == [b"new-1", b"new-2"]
+
+
+def test_from_end_keeps_a_line_being_written_whole(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"old\nhalf a li")
+    with closing(LogFile(str(log), follow=True, rotate_quiet=0.05)) as following:
+        following.start(None, from_end=True)
+        assert following.offset == len(b"old\n")  # the logger is still writing the last line
+        assert read_all(following, 0.2) == []
+        with log.open("ab") as fh:
+            fh.write(b"ne\n")
+        assert read_all(following, 0.2) == [b"half a line"]  # not the fragment "ne"
+
+    log.write_bytes(b"old\nlast without newline")
+    with closing(LogFile(str(log), follow=False)) as once:  # it will not grow: its last line is complete
+        once.start(None, from_end=True)
+        assert read_all(once) == []
+        assert once.finished() and once.offset == log.stat().st_size
+
+
+def test_from_end_inside_an_overlong_line_skips_its_rest(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"old\n" + b"x" * (2 * MAX_LINE))
+    with closing(LogFile(str(log), follow=True, rotate_quiet=0.05)) as logfile:
+        logfile.start(None, from_end=True)
+        assert read_all(logfile, 0.2) == []
+        with log.open("ab") as fh:
+            fh.write(b"xxx\nnew\n")
+        assert read_all(logfile, 0.2) == [b"new"]
+
+
+def test_from_end_reads_a_log_created_after_the_start_whole(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    with closing(LogFile(str(log), follow=True, rotate_quiet=0.05)) as logfile:
+        logfile.start(None, from_end=True)
+        assert read_all(logfile, 0.2) == []
+        log.write_bytes(b"1\n2\n")  # every line of it was written after the start
+        assert read_all(logfile, 0.2) == [b"1", b"2"]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_saved_position_wins_over_from_end(tmp_path: Path, follow: bool) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"1\n2\n3\n")
+    position = saved_position(log, 1)
+    with closing(LogFile(str(log), follow=follow, rotate_quiet=0.05)) as logfile:
+        logfile.start(position, from_end=True)
+        assert read_all(logfile, 0.2) == [b"2", b"3"]
+
+
 # --- the send loop --------------------------------------------------------------------------
 
 
@@ -766,7 +831,13 @@ def reject_line(n: int) -> str:
 
 
 def run_reporter(
-    tmp_path: Path, client: Any, lines: list[str], *, batch: int = 500, state: StateFile | None = None
+    tmp_path: Path,
+    client: Any,
+    lines: list[str],
+    *,
+    batch: int = 500,
+    state: StateFile | None = None,
+    from_end: bool = False,
 ) -> tuple[Reporter, str]:
     log = tmp_path / "mail.log"
     if not log.exists():
@@ -776,7 +847,7 @@ def run_reporter(
     if own_state:
         state.open()
     logfile = LogFile(str(log), follow=False)
-    logfile.start(state.get(str(log)))
+    logfile.start(state.get(str(log)), from_end=from_end)
     out = io.StringIO()
     reporter = Reporter(
         parser(),
@@ -854,6 +925,28 @@ def test_the_state_advances_only_past_accepted_reports(tmp_path: Path) -> None:
         again = FakeClient()
         run_reporter(tmp_path, again, lines, state=state)
         assert again.batches == []
+    finally:
+        state.close()
+
+
+def test_from_end_then_a_reporter_saves_the_end_and_a_later_run_resumes_there(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    old = [reject_line(n) for n in range(3)]
+    log.write_text("".join(line + "\n" for line in old))
+    state = StateFile(tmp_path / "state")
+    state.open()
+    try:
+        client = FakeClient()
+        reporter, _ = run_reporter(tmp_path, client, [], state=state, from_end=True)
+        assert client.batches == [] and reporter.counts.lines == 0
+        saved = state.get(str(log))
+        assert saved is not None and saved.offset == log.stat().st_size
+        new = [reject_line(n) for n in range(10, 12)]
+        with log.open("a") as fh:
+            fh.write("".join(line + "\n" for line in new))
+        later = FakeClient()
+        run_reporter(tmp_path, later, [], state=state)  # without from_end: resumes at the end
+        assert later.keys == [idempotency_key(line.encode()) for line in new]
     finally:
         state.close()
 
