@@ -91,7 +91,7 @@ class EntryRepository:
         result = await self.session.execute(
             select(Entry.list, Entry.kind, Entry.value).where(Entry.list.in_(lists))
         )
-        existing = {(row[0], row[1], row[2]) for row in result.tuples()}
+        existing = {(row[0], row[1], row[2]) for row in result.all()}
         fresh = [s for s in specs if (s.list, s.kind, s.value) not in existing]
         rows = [
             {
@@ -188,7 +188,7 @@ class EntryRepository:
             .where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
             .order_by(Entry.id)
         )
-        return [EntryRow(*row) for row in result.tuples()]
+        return [EntryRow(*row) for row in result.all()]
 
     async def has_source(self, source: EntrySource) -> bool:
         result = await self.session.execute(select(Entry.id).where(Entry.source == source).limit(1))
