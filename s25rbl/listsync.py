@@ -40,15 +40,19 @@ class ListSync:
         self.index = ListIndex()
         self.healthy = False
         self.loaded = False
+        # One reload at a time, each reading the store after the last one finished, so a
+        # slower reload of older rows can never replace a newer snapshot.
+        self._reloading = asyncio.Lock()
 
     def current(self) -> ListIndex:
         return self.index
 
     async def reload(self) -> None:
-        started = time.perf_counter()
-        index = await load_index(self._store, clock=self._clock)
-        self.index = index
-        self.loaded = self.healthy = True
+        async with self._reloading:
+            started = time.perf_counter()
+            index = await load_index(self._store, clock=self._clock)
+            self.index = index
+            self.loaded = self.healthy = True
         log.info(
             "lists loaded: version %d, %s, in %.3f s",
             index.version,

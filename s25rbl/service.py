@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -143,12 +144,16 @@ async def load_builtin_whitelist(store: Store, *, clock: Clock) -> int:
 
 
 async def load_index(store: Store, *, clock: Clock) -> ListIndex:
-    """Read every active entry and build the in-memory snapshot."""
+    """Read every active entry and build the in-memory snapshot.
+
+    The build runs in a worker thread: with 100,000s of entries it takes seconds, and the
+    event loop must go on answering DNS meanwhile (it gets the GIL back every few ms).
+    """
     async with store.transaction() as session:
         repo = EntryRepository(session)
         version = await repo.version()
         rows = await repo.active_rows(clock.now())
-    return ListIndex.build(rows, version=version)
+    return await asyncio.to_thread(ListIndex.build, rows, version)
 
 
 # --- tokens and the audit log --------------------------------------------------------------

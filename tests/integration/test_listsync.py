@@ -1,0 +1,93 @@
+"""Reloading the lists from a real store: off the event loop, and never back to older lists."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+from collections.abc import AsyncIterator, Iterable
+
+import pytest
+
+from s25rbl.clock import FakeClock
+from s25rbl.entries import EntryRow, EntrySpec
+from s25rbl.listsync import ListSync
+from s25rbl.service import add_entry
+from s25rbl.store.db import Store, migrate
+from s25rbl.store.models import EntryKind, ListName
+from s25rbl.verdict.lists import ListIndex
+
+BUILD = ListIndex.build
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    await asyncio.to_thread(migrate, database_url)
+    s = Store(database_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def blacklist(store: Store, clock: FakeClock, ip: str) -> None:
+    await add_entry(store, EntrySpec(ListName.BLACK, EntryKind.IP, ip), clock=clock, creator="test")
+
+
+def listed(sync: ListSync, ip: str) -> bool:
+    return sync.current().black_address(ipaddress.ip_address(ip)) is not None
+
+
+async def test_the_lists_are_built_off_the_event_loop(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A build that waits for the event loop to do something: it would wait forever (here:
+    # fail after 10 s) if it ran on the loop's own thread, as DNS would wait for a big build.
+    clock = FakeClock()
+    await blacklist(store, clock, "192.0.2.1")
+    loop_ran = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def build(rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
+        threads.append(threading.current_thread())
+        assert loop_ran.wait(10), "the event loop did not run while the lists were being built"
+        return BUILD(rows, version)
+
+    monkeypatch.setattr(ListIndex, "build", staticmethod(build))
+    sync = ListSync(store, clock, interval=3600)
+    reload = asyncio.create_task(sync.reload())
+    await asyncio.sleep(0)
+    while not threads and not reload.done():  # the build has started ...
+        await asyncio.sleep(0.01)
+    loop_ran.set()  # ... and this coroutine still runs
+    await reload
+    assert threads != [threading.main_thread()]
+    assert listed(sync, "192.0.2.1")
+
+
+async def test_a_slow_reload_never_replaces_newer_lists(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    await blacklist(store, clock, "192.0.2.1")
+    release_first = threading.Event()
+    calls = 0
+
+    def build(rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first reload read the store before the second entry: hold it
+            assert release_first.wait(10)
+        return BUILD(rows, version)
+
+    monkeypatch.setattr(ListIndex, "build", staticmethod(build))
+    sync = ListSync(store, clock, interval=3600)
+    first = asyncio.create_task(sync.reload())
+    while calls == 0 and not first.done():
+        await asyncio.sleep(0.01)
+    await blacklist(store, clock, "192.0.2.2")
+    second = asyncio.create_task(sync.reload())  # as an API write does after its commit
+    await asyncio.wait({second}, timeout=1)
+    # Without one reload at a time, the second would have finished here with both entries,
+    # and the first, released below, would then have put back the lists without 192.0.2.2.
+    release_first.set()
+    await asyncio.gather(first, second)
+    assert listed(sync, "192.0.2.1") and listed(sync, "192.0.2.2")
