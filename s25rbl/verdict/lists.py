@@ -2,8 +2,8 @@
 
 Lookup cost does not grow with the number of entries: addresses and networks are found by
 probing one hash table per prefix length present, names by walking their labels, regexes
-through RE2 sets that match up to 5,000 of them in a single pass each (so regexes, unlike
-the rest, cost more per lookup beyond 5,000 entries: see bench/scaling.py).
+through RE2 sets filed by the name suffix they require (``regexes.py``; only regexes that
+name no suffix cost more per lookup as they grow beyond one set: see bench/scaling.py).
 """
 
 from __future__ import annotations
@@ -13,20 +13,15 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-import re2
-
-from s25rbl.entries import EntryRow, IPAddress, compile_regex
+from s25rbl.entries import EntryRow, IPAddress
 from s25rbl.errors import InvalidEntry
 from s25rbl.store.models import EntryKind, EntrySource, ListName
 from s25rbl.verdict.model import Match
+from s25rbl.verdict.regexes import RegexIndex
 from s25rbl.verdict.s25r import first_general_rule
 
 log = logging.getLogger(__name__)
-
-REGEX_SET_SIZE = 5_000  # patterns per RE2 set
-REGEX_SET_MEMORY = 64 << 20  # RE2 memory budget per set (program and DFA cache)
 
 
 class AddressIndex:
@@ -61,26 +56,7 @@ class NameIndex:
     def __init__(self) -> None:
         self.hostnames: dict[str, EntryRow] = {}
         self.domains: dict[str, EntryRow] = {}
-        self._regex_rows: list[EntryRow] = []
-        self._regex_sets: list[tuple[int, Any]] = []  # (index of its first row, RE2 set)
-
-    def add_regexes(self, rows: list[EntryRow]) -> None:
-        """One RE2 set per REGEX_SET_SIZE patterns: a single set of ~20,000 or more patterns
-        exceeds what RE2 will compile (at any memory budget), and a failed build would stop
-        every list reload."""
-        if not rows:
-            return
-        options = re2.Options()
-        options.case_sensitive = False
-        options.log_errors = False
-        options.max_mem = REGEX_SET_MEMORY
-        for start in range(0, len(rows), REGEX_SET_SIZE):
-            regex_set = re2.Set.SearchSet(options)
-            for row in rows[start : start + REGEX_SET_SIZE]:
-                regex_set.Add(row.value)
-            regex_set.Compile()
-            self._regex_sets.append((start, regex_set))
-        self._regex_rows = rows
+        self.regexes = RegexIndex()
 
     def find(self, name: str) -> tuple[EntryRow, str] | None:
         """The entry matching ``name`` (lower-case, no trailing dot): exact, suffix, then regex."""
@@ -97,31 +73,29 @@ class NameIndex:
                 if dot < 0:
                     break
                 suffix = suffix[dot + 1 :]
-        for start, regex_set in self._regex_sets:  # in row order: the first hit is the lowest id
-            hits = regex_set.Match(name)
-            if hits:
-                return self._regex_rows[start + min(hits)], name
-        return None
+        row = self.regexes.find(name)
+        return None if row is None else (row, name)
 
     def __len__(self) -> int:
-        return len(self.hostnames) + len(self.domains) + len(self._regex_rows)
+        return len(self.hostnames) + len(self.domains) + len(self.regexes)
 
 
 class RuleIndex:
     """The six general rules (``s25r``, verbatim) then operator rules (RE2)."""
 
-    def __init__(self, operator_rules: list[EntryRow]) -> None:
-        self._operator = NameIndex()
-        self._operator.add_regexes(operator_rules)
+    def __init__(self) -> None:
+        self._operator = RegexIndex()
+
+    def build(self, operator_rules: list[EntryRow]) -> list[tuple[EntryRow, str]]:
+        return self._operator.build(operator_rules)
 
     def match(self, name: str) -> tuple[str, str, EntryRow | None] | None:
         """The first rule matching a normalised name: (label, pattern, operator row or None)."""
         general = first_general_rule(name)
         if general is not None:
             return general[0], general[1], None
-        found = self._operator.find(name)
-        if found is not None:
-            row = found[0]
+        row = self._operator.find(name)
+        if row is not None:
             return f"rule{row.id}", row.value, row
         return None
 
@@ -138,7 +112,7 @@ class ListIndex:
     learned: dict[IPAddress, EntryRow] = field(default_factory=dict)
     white_names: NameIndex = field(default_factory=NameIndex)
     black_names: NameIndex = field(default_factory=NameIndex)
-    rules: RuleIndex = field(default_factory=lambda: RuleIndex([]))
+    rules: RuleIndex = field(default_factory=RuleIndex)
     next_expiry: datetime | None = None
     skipped: int = 0
 
@@ -161,9 +135,13 @@ class ListIndex:
                 index.next_expiry is None or row.expires_at < index.next_expiry
             ):
                 index.next_expiry = row.expires_at
-        index.white_names.add_regexes(regexes[ListName.WHITE])
-        index.black_names.add_regexes(regexes[ListName.BLACK])
-        index.rules = RuleIndex(rules)
+        # Regexes are checked as their RE2 sets are built, not one compile per row first.
+        refused = index.white_names.regexes.build(regexes[ListName.WHITE])
+        refused += index.black_names.regexes.build(regexes[ListName.BLACK])
+        refused += index.rules.build(rules)
+        for row, why in refused:
+            index.skipped += 1
+            log.warning("list entry %s (%s %s %r) skipped: %s", row.id, row.list, row.kind, row.value, why)
         return index
 
     def _add(self, row: EntryRow, regexes: dict[ListName, list[EntryRow]], rules: list[EntryRow]) -> None:
@@ -183,10 +161,8 @@ class ListIndex:
         elif row.kind is EntryKind.DOMAIN:
             (self.white_names if white else self.black_names).domains.setdefault(row.value, row)
         elif row.kind is EntryKind.REGEX:
-            compile_regex(row.value)
             regexes[row.list].append(row)
         elif row.kind is EntryKind.RULE:
-            compile_regex(row.value)
             rules.append(row)
 
     # --- lookups used by the pipeline; each returns the deciding Match or None -------------

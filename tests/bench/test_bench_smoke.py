@@ -128,7 +128,7 @@ def test_memory(runs: dict[str, Run]) -> None:
 def test_scaling(runs: dict[str, Run]) -> None:
     out = result(runs, "scaling").output
     assert "largest / smallest list" in out
-    for kind in ("ip", "cidr", "domain", "regex"):
+    for kind in ("ip", "cidr", "domain", "regex", "regex-unfiled"):
         assert f"\n{kind} " in out
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from s25rbl.entries import EntryRow
 from s25rbl.store.models import EntryKind, EntrySource, ListName
-from s25rbl.verdict import lists
+from s25rbl.verdict import regexes
 from s25rbl.verdict.lists import ListIndex
 
 
@@ -18,9 +18,9 @@ def regex_rows(count: int) -> list[EntryRow]:
 
 
 def test_regexes_beyond_one_set_build_and_match_in_id_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lists, "REGEX_SET_SIZE", 7)
+    monkeypatch.setattr(regexes, "SET_SIZE", 7)
     index = ListIndex.build(regex_rows(30))
-    assert len(index.black_names._regex_sets) == 5
+    assert index.black_names.regexes.sets == 5
     match = index.black_name(["host22.dyn.example.net"])
     assert match is not None and match.entry_id == 23  # not the catch-all (id 31) in a later set
     match = index.black_name(["other.dyn.example.net"])
