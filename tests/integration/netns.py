@@ -389,6 +389,7 @@ def write_s25rbl_config(
     ttl: int = 300,
     negative_ttl: int = 1,
     extra: str = "",
+    database_url: str | None = None,
 ) -> Path:
     """A complete s25rbl TOML for the lab (zones ``*.s25rbl.test``, API on 127.0.0.1:0).
 
@@ -414,7 +415,7 @@ upstreams = ["{upstream[0]}:{upstream[1]}"]
 timeout = 1.5
 
 [database]
-url = "sqlite:///{db}"
+url = "{database_url or f"sqlite:///{db}"}"
 
 [api]
 listen = "127.0.0.1:0"
@@ -966,8 +967,12 @@ def mail_lab(
     upstream_zones: Sequence[str] = DEFAULT_UPSTREAM_ZONES,
     s25rbl_extra: str = "",
     postfix_overrides: Mapping[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[MailLab]:
     """Build the whole lab, yield it, and tear everything down again, also on errors.
+
+    s25rbl's store is a SQLite file in the lab's directory unless ``database_url`` names
+    another (a PostgreSQL reached over its Unix socket: the namespace has its own loopback).
 
     Raises ``LabUnavailable`` (before creating anything) when the machine cannot run it.
     """
@@ -1005,6 +1010,7 @@ def mail_lab(
             upstream=(UPSTREAM_IP, upstream.port),
             db=directory / "s25rbl.db",
             extra=s25rbl_extra,
+            database_url=database_url,
         )
         s25rbl = start_s25rbl(mx, config)
         stack.callback(s25rbl.stop)

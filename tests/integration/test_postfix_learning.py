@@ -28,12 +28,16 @@ is the deployment story: no cache flush, no short positive TTL. Postfix's own pe
 DNSBL cache is the other half: the lab runs ``max_use = 1`` (one session per smtpd), as a
 retry many minutes later would meet a fresh smtpd in a real deployment.
 
+The loop runs twice: with s25rbl's store in a SQLite file, and in a database of the machine's
+PostgreSQL, which the s25rbl inside the namespace reaches over the server's Unix socket.
+
 Needs root, ``ip netns``, ``postfix`` and ``unbound``: without them the tests skip with the
 reason, or fail when ``S25RBL_CI`` is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -62,6 +66,7 @@ from tests.integration.netns import (
     mail_lab,
     wait_for,
 )
+from tests.support.databases import BACKENDS, over_unix_socket, pg_database, psql_value
 
 pytestmark = pytest.mark.interop
 
@@ -253,10 +258,18 @@ def create_token(lab: MailLab, name: str, scope: str) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
+    """The whole loop, once with s25rbl's store in SQLite and once in PostgreSQL."""
     try:
-        with mail_lab(s25rbl_extra=LEARNING) as lab:
+        with contextlib.ExitStack() as stack:
+            database_url = pg_url = None
+            if request.param == "postgresql":
+                pg_url = stack.enter_context(contextlib.contextmanager(pg_database)())
+                database_url = over_unix_socket(pg_url)
+            lab = stack.enter_context(mail_lab(s25rbl_extra=LEARNING, database_url=database_url))
+            if pg_url is not None:  # the server really keeps its lists there
+                assert int(psql_value(pg_url, "SELECT count(*) FROM entries")) > 0
             lab.add_client(*RETRIER)
             lab.add_client(*BOT)
             reporter = start_reporter(lab, create_token(lab, "mx", "report"))

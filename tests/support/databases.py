@@ -57,6 +57,28 @@ def pg_database() -> Iterator[str]:
         _psql(f"DROP DATABASE IF EXISTS {name}")
 
 
+def over_unix_socket(url: str) -> str:
+    """``url`` (a database on the PostgreSQL server) reached over the server's Unix socket.
+
+    Processes inside a network namespace have a loopback of their own, where 127.0.0.1:5432
+    is nobody; a socket in the file system is the same for every namespace.
+    """
+    shown = psql_value(PG_ADMIN, "SHOW unix_socket_directories")
+    directory = shown.split(",")[0].strip()
+    assert directory, "the PostgreSQL server listens on no Unix socket"
+    user_and_database = url.split("://", 1)[1]
+    user = user_and_database.split("@", 1)[0]
+    database = url.rsplit("/", 1)[1]
+    return f"postgresql://{user}@/{database}?host={directory}"
+
+
+def psql_value(url: str, sql: str) -> str:
+    """The value ``sql`` selects from the database at ``url``."""
+    result = subprocess.run(["psql", url, "-At", "-c", sql], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
