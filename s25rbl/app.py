@@ -23,6 +23,7 @@ from s25rbl.api.metrics import METRICS, Metrics, metrics_middleware
 from s25rbl.api.problems import problems_middleware
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.config import Endpoint, Settings
+from s25rbl.counters import LatencyHistogram
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.transport import Listeners
 from s25rbl.errors import StoreUnavailable
@@ -57,6 +58,7 @@ class Parts:
     workers: WorkerPool | None = None
     expiry: ExpiryScheduler | None = None
     metrics: Metrics | None = None
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -132,8 +134,7 @@ async def _dns_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = parts.settings
     assert parts.lists is not None and parts.store is not None
     lists = parts.lists
-    observe = parts.metrics.observe_lookup if parts.metrics is not None else None
-    parts.rdns, parts.engine = build_engine(settings, lists.current, parts.clock, observe)
+    parts.rdns, parts.engine = build_engine(settings, lists.current, parts.clock, parts.latency.observe)
     parts.responder = make_responder(
         settings, parts.engine, lambda: max(1, lists.index.version), settings.dns.answer_cache_size
     )

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.context
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -29,6 +30,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from s25rbl.config import Endpoint, Settings
+from s25rbl.counters import REPORT_INTERVAL, LatencyHistogram, WorkerCounters, take
 from s25rbl.dns.handler import DEFAULT_CACHE_SIZE, AnswerSettings, Responder
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
@@ -67,11 +69,13 @@ async def serve_dns(
     cache_size: int = DEFAULT_CACHE_SIZE,
     ready: Callable[[list[Endpoint]], None] | None = None,
     stop: asyncio.Event | None = None,
+    report: Any = None,
 ) -> None:
     """One DNS-only node on ``settings.dns.listen`` (SO_REUSEPORT), until ``stop`` or SIGTERM.
 
     The store must exist and be migrated already (the primary does that before any worker
-    starts).
+    starts). ``report``, a multiprocessing Queue, gets this process's counters as
+    ``(pid, Snapshot)`` every REPORT_INTERVAL and once more when it stops.
     """
     from s25rbl.app import build_engine  # the composition root's wiring, shared
     from s25rbl.clock import SystemClock
@@ -83,15 +87,27 @@ async def serve_dns(
     lifetime = timedelta(seconds=settings.learning.lifetime)
     lists = ListSync(store, clock, settings.lists.refresh_interval, learned_lifetime=lifetime)
     rdns = None
+    latency = LatencyHistogram()
     try:
         await lists.reload()
-        rdns, engine = build_engine(settings, lists.current, clock)
+        rdns, engine = build_engine(settings, lists.current, clock, latency.observe)
         responder = make_responder(settings, engine, lambda: max(1, lists.index.version), cache_size)
+
+        def send_counters() -> None:
+            if report is not None:
+                report.put((os.getpid(), take(responder, rdns, latency)))  # pickled by its own thread
+
+        async def report_counters() -> None:
+            while True:
+                await asyncio.sleep(REPORT_INTERVAL)
+                send_counters()
+
         listeners = Listeners(responder, settings.dns.listen, settings.dns.tcp_idle_timeout)
         await listeners.start(reuse_port=True)
         tasks = [
             asyncio.create_task(lists.run(), name="list-sync"),
             asyncio.create_task(lists.run_hits(engine.hits), name="hit-flush"),
+            asyncio.create_task(report_counters(), name="counters"),
         ]
         if ready is not None:
             ready(list(listeners.bound))
@@ -108,6 +124,7 @@ async def serve_dns(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await listeners.stop()
+            send_counters()
             await lists.flush_hits(engine.hits)
     finally:
         if rdns is not None:
@@ -125,14 +142,16 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def worker_main(settings: Settings, number: int, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+def worker_main(
+    settings: Settings, number: int, cache_size: int = DEFAULT_CACHE_SIZE, report: Any = None
+) -> None:
     """The body of worker process ``number`` (1 .. N-1; the primary is 0)."""
     logging.basicConfig(
         level=settings.log.level.upper(),
         format=f"%(asctime)s s25rbl[dns-{number}] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    run_loop(serve_dns(settings, cache_size=cache_size))
+    run_loop(serve_dns(settings, cache_size=cache_size, report=report))
 
 
 class WorkerPool:
@@ -147,15 +166,18 @@ class WorkerPool:
         self._cache_size = cache_size
         self._context = multiprocessing.get_context("spawn")
         self._procs: dict[int, multiprocessing.context.SpawnProcess] = {}
+        self._queue = self._context.Queue()
+        self.counters = WorkerCounters(self._queue)
 
     def start(self) -> None:
+        self.counters.start()
         for number in range(1, self._count):
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
         proc = self._context.Process(
             target=worker_main,
-            args=(self._settings, number, self._cache_size),
+            args=(self._settings, number, self._cache_size, self._queue),
             name=f"s25rbl-dns-{number}",
             daemon=True,
         )
@@ -182,6 +204,7 @@ class WorkerPool:
                 proc.kill()
                 proc.join()
         self._procs.clear()
+        self.counters.stop()
 
     @property
     def pids(self) -> list[int]:

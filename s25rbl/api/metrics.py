@@ -1,5 +1,6 @@
 """Prometheus metrics: read from the parts' own counters at scrape time, so the DNS hot path
-only increments a dict entry and never touches a metrics library."""
+only increments a dict entry and never touches a metrics library. The DNS counters are the
+whole node's: with ``dns.workers`` the workers' last snapshots are added (``counters.py``)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from s25rbl.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, node_snapshot
 
 if TYPE_CHECKING:
     from s25rbl.app import Parts
-
-LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0)
 
 
 class PartsCollector(Collector):
@@ -23,26 +24,38 @@ class PartsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         parts = self._parts()
+        counters = node_snapshot(parts)
         queries = CounterMetricFamily(
             "s25rbl_dns_queries",
             "DNS queries answered, by zone, result and deciding step",
             labels=["zone", "result", "step"],
         )
-        if parts.responder is not None:
-            for (zone, result, step), count in list(parts.responder.counts.items()):
-                queries.add_metric([zone, result, step], count)
+        for (zone, result, step), count in sorted(counters.queries.items()):
+            queries.add_metric([zone, result, step], count)
         yield queries
         if parts.rdns is not None:
-            stats = parts.rdns.stats
             lookups = CounterMetricFamily(
                 "s25rbl_rdns_lookups", "Reverse lookups by outcome", labels=["outcome"]
             )
-            for outcome in ("fresh", "cache_hits", "coalesced", "tempfail", "overload", "deadline"):
-                lookups.add_metric([outcome], getattr(stats, outcome))
+            for outcome in LOOKUP_OUTCOMES:
+                lookups.add_metric([outcome], counters.lookups[outcome])
             yield lookups
             yield GaugeMetricFamily(
-                "s25rbl_rdns_inflight", "Reverse lookups in flight", value=parts.rdns.inflight
+                "s25rbl_rdns_inflight", "Reverse lookups in flight", value=counters.inflight
             )
+            latency = HistogramMetricFamily(
+                "s25rbl_rdns_lookup_seconds",
+                "Time to a reverse-lookup result (PTR and forward confirmation), by outcome",
+                labels=["outcome"],
+            )
+            bounds = [*(str(b) for b in LOOKUP_BUCKETS), "+Inf"]
+            for outcome, counts in sorted(counters.latency_counts.items()):
+                cumulative, running = [], 0
+                for bound, count in zip(bounds, counts, strict=True):
+                    running += count
+                    cumulative.append((bound, running))
+                latency.add_metric([outcome], cumulative, counters.latency_sums[outcome])
+            yield latency
         if parts.lists is not None:
             sizes = GaugeMetricFamily("s25rbl_list_entries", "Entries in memory by index", labels=["index"])
             for name, size in parts.lists.index.sizes().items():
@@ -62,13 +75,6 @@ class Metrics:
     def __init__(self, parts: Callable[[], Parts]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(PartsCollector(parts))
-        self.lookup_seconds = Histogram(
-            "s25rbl_rdns_lookup_seconds",
-            "Time to a reverse-lookup result (PTR and forward confirmation), by outcome",
-            ["outcome"],
-            buckets=LOOKUP_BUCKETS,
-            registry=self.registry,
-        )
         self.api_requests = Counter(
             "s25rbl_api_requests",
             "API requests by route and status",
@@ -86,9 +92,6 @@ class Metrics:
     def count_expired(self, removed: dict[str, int]) -> None:
         for kind, count in removed.items():
             self.expired.labels(kind).inc(count)
-
-    def observe_lookup(self, seconds: float, outcome: str) -> None:
-        self.lookup_seconds.labels(outcome).observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -14,6 +14,7 @@ from s25rbl.api import schemas
 from s25rbl.api.auth import principal_of, requires
 from s25rbl.api.common import parts_of, path_id
 from s25rbl.api.problems import Problem
+from s25rbl.counters import LOOKUP_OUTCOMES, node_snapshot
 from s25rbl.entries import EntrySpec, parse_hostname, parse_ip
 from s25rbl.errors import ImportError_, InvalidEntry
 from s25rbl.listio import entry_dict, export_json, export_postfix, export_rbldnsd, parse_list_file
@@ -281,28 +282,21 @@ async def export_entries(request: web.Request) -> web.Response:
 @requires("read")
 async def stats(request: web.Request) -> web.Response:
     parts = parts_of(request)
+    counters = node_snapshot(parts)  # with dns.workers: every worker's, added up
     queries: dict[str, dict[str, int]] = {}
-    if parts.responder is not None:
-        for (zone, result, _step), count in parts.responder.counts.items():
-            queries.setdefault(zone, {})
-            queries[zone][result] = queries[zone].get(result, 0) + count
-    rdns = parts.rdns.stats if parts.rdns is not None else None
+    for (zone, result, _step), count in counters.queries.items():
+        queries.setdefault(zone, {})
+        queries[zone][result] = queries[zone].get(result, 0) + count
     lookups = {}
-    hit_rate = None
-    if rdns is not None:
-        lookups = {
-            k: getattr(rdns, k)
-            for k in ("fresh", "cache_hits", "coalesced", "tempfail", "overload", "deadline")
-        }
-        total = rdns.cache_hits + rdns.fresh
-        hit_rate = round(rdns.cache_hits / total, 4) if total else None
+    if parts.rdns is not None:
+        lookups = {k: counters.lookups[k] for k in LOOKUP_OUTCOMES}
     lists = parts.lists.index.sizes() if parts.lists is not None else {}
     return web.json_response(
         {
             "queries": queries,
-            "cache_hit_rate": hit_rate,
+            "cache_hit_rate": counters.cache_hit_rate,
             "lookups": lookups,
-            "lookups_in_flight": parts.rdns.inflight if parts.rdns is not None else 0,
+            "lookups_in_flight": counters.inflight,
             "lists": lists,
             "list_version": parts.lists.index.version if parts.lists is not None else None,
         }

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import dns.message
 import dns.query
 import dns.rcode
 
-from tests.integration.server import start_server, write_config
-from tests.integration.test_responder import name
+from tests.integration.server import RunningServer, start_server, write_config
+from tests.integration.test_responder import BL, name
 from tests.support.fakedns import FakeAuthority
 
 
@@ -76,3 +79,66 @@ def test_two_workers_answer_and_follow_list_changes(tmp_path: Path, upstream: Fa
     finally:
         assert server.stop() == 0
     assert not [pid for pid in workers if running(pid)], "a worker outlived the server"
+
+
+def scrape(server: RunningServer) -> str:
+    assert server.api is not None
+    host, port = server.api
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
+def sample(text: str, metric: str, **labels: str) -> float:
+    """The sum of ``metric``'s samples whose labels include ``labels``."""
+    found = 0.0
+    for line in text.splitlines():
+        if not line.startswith(metric + "{"):
+            continue
+        body, value = line.rsplit(" ", 1)
+        have = dict(re.findall(r'(\w+)="([^"]*)"', body))
+        if all(have.get(k) == v for k, v in labels.items()):
+            found += float(value)
+    return found
+
+
+def test_the_primary_reports_every_workers_counters(tmp_path: Path, upstream: FakeAuthority) -> None:
+    # Questions from many source ports land on both workers; /metrics and /v1/stats, served by
+    # the primary alone, must count all of them, and the workers' lookups and their latencies.
+    upstream.add_ptr("198.51.100.77", "p77-dyn.example.net")
+    upstream.add_host("p77-dyn.example.net", "198.51.100.77")
+    config = write_config(
+        tmp_path / "s25rbl.toml", (upstream.host, upstream.port), tmp_path / "state" / "s25rbl.db", extra=""
+    )
+    config.write_text(config.read_text().replace("tcp_idle_timeout = 2", "tcp_idle_timeout = 2\nworkers = 2"))
+    server = start_server(config)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("dns-1" in line for line in server.output):
+            time.sleep(0.2)
+        asked = 200
+        ask_from_many_ports(server.host, server.port, name("198.51.100.77"), asked // 2)  # no rule hit: NX
+        ask_from_many_ports(server.host, server.port, f"2.0.0.127.{BL}", asked // 2)  # RFC 5782: listed
+        deadline = time.monotonic() + 10
+        while True:
+            text = scrape(server)
+            counted = sample(text, "s25rbl_dns_queries_total", zone="blocklist")
+            if counted >= asked or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert counted == asked, text
+        # Each worker looked the address up itself: more than one fresh lookup, all timed.
+        fresh = sample(text, "s25rbl_rdns_lookups_total", outcome="fresh")
+        timed = sample(text, "s25rbl_rdns_lookup_seconds_count")
+        assert fresh == 2 and timed == 2, text
+        token = server.cli("token", "create", "--name", "stats", "--scope", "read").stdout.strip()
+        assert server.api is not None
+        request = urllib.request.Request(
+            f"http://{server.api[0]}:{server.api[1]}/v1/stats", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            stats = json.loads(reply.read())
+        assert sum(stats["queries"]["blocklist"].values()) == asked
+        assert stats["lookups"]["fresh"] == 2
+    finally:
+        assert server.stop() == 0
