@@ -1,22 +1,26 @@
 """The DNS side's counters of one process, and their sum over the processes of a node.
 
 With ``dns.workers = N`` every worker answers its share of the clients and counts in its own
-memory. Each sends a snapshot of its counters to the primary every ``REPORT_INTERVAL``
-seconds and once more as it stops; the primary's ``/metrics`` and ``/v1/stats`` add the last
-snapshot of every worker process it started to its own counters. A worker that died keeps
-its last snapshot in the sum (its replacement is another process and starts from zero), so
-the node's counters never go backwards.
+memory. Each sends a snapshot of its counters to the primary, through a pipe of its own,
+every ``REPORT_INTERVAL`` seconds and once more as it stops; the primary's ``/metrics`` and
+``/v1/stats`` add the last snapshot of every worker process it started to its own counters.
+A worker that died keeps its last snapshot in the sum (its replacement is another process
+and starts from zero), so the node's counters never go backwards.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
+import multiprocessing
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from s25rbl.app import Parts
@@ -97,39 +101,78 @@ def node_snapshot(parts: Parts) -> Snapshot:
     own = take(parts.responder, parts.rdns, parts.latency)
     if parts.workers is None:
         return own
-    return total([own, *parts.workers.counters.snapshots(parts.workers.pids)])
+    return total([own, *parts.workers.counters.snapshots()])
 
 
 class WorkerCounters:
-    """The primary's side: the last snapshot of each worker process, read from a queue."""
+    """The primary's side: the last snapshot of every worker process it started.
 
-    def __init__(self, queue: Any) -> None:
-        self._queue = queue  # a multiprocessing Queue of (pid, Snapshot), None to stop
-        self._latest: dict[int, Snapshot] = {}
+    Each worker process gets a pipe of its own (``open``), so a worker killed in the middle
+    of a message harms nothing but its own pipe: no lock is shared between processes, as a
+    multiprocessing Queue would share one. A thread reads whatever pipe is ready and keeps
+    the last snapshot per process; a pipe whose worker died is closed, and its last snapshot
+    stays (without its lookups in flight).
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[int, Snapshot] = {}  # by spawn number: unique, unlike pids
+        self._readers: dict[int, Connection] = {}
+        self._lock = threading.Lock()  # guards _readers (the thread reads, open() adds)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="worker-counters", daemon=True)
+
+    def open(self, spawn: int) -> Connection:
+        """A new pipe for the worker process of spawn number ``spawn``: its sending end."""
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        with self._lock:
+            self._readers[spawn] = reader
+        return writer
 
     def start(self) -> None:
         self._thread.start()
 
     def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            pid, snap = item
-            self._latest[pid] = snap  # one dict assignment: safe to read from the loop thread
+        while not self._stop.is_set():
+            with self._lock:
+                readers = dict(self._readers)
+            if not readers:
+                self._stop.wait(0.2)
+                continue
+            by_id = {id(conn): (spawn, conn) for spawn, conn in readers.items()}
+            for ready in wait(list(readers.values()), timeout=0.2):
+                spawn, reader = by_id[id(ready)]
+                try:
+                    snap = reader.recv()
+                except (EOFError, OSError):  # the worker is gone (or sent half a message)
+                    self._retire(spawn)
+                    continue
+                except Exception:  # never let a bad message stop the counting
+                    log.exception("unreadable counters from dns worker process %d", spawn)
+                    self._retire(spawn)
+                    continue
+                if isinstance(snap, Snapshot):
+                    self._latest[spawn] = snap  # one dict assignment: safe to read from the loop
+
+    def _retire(self, spawn: int) -> None:
+        with self._lock:
+            reader = self._readers.pop(spawn, None)
+        if reader is not None:
+            reader.close()
+        last = self._latest.get(spawn)
+        if last is not None and last.inflight:
+            self._latest[spawn] = dataclasses.replace(last, inflight=0)
 
     def stop(self) -> None:
-        """After the workers stopped (their last snapshots are in the queue before this)."""
-        self._queue.put(None)
-        self._thread.join(10)
+        """After the workers stopped: reads what they sent last, then ends the thread."""
+        deadline = time.monotonic() + 2
+        while self._readers and time.monotonic() < deadline:
+            time.sleep(0.05)  # each stopped worker's pipe ends in EOF once read to the end
+        self._stop.set()
+        self._thread.join(5)
+        with self._lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
 
-    def snapshots(self, live: Iterable[int]) -> list[Snapshot]:
-        """Every worker's last snapshot; ``inflight`` only from ``live`` processes."""
-        alive = set(live)
-        out = []
-        for pid, snap in list(self._latest.items()):
-            if pid not in alive and snap.inflight:
-                snap = Snapshot(snap.queries, snap.lookups, 0, snap.latency_counts, snap.latency_sums)
-            out.append(snap)
-        return out
+    def snapshots(self) -> list[Snapshot]:
+        return list(self._latest.values())

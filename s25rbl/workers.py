@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.context
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -74,8 +73,8 @@ async def serve_dns(
     """One DNS-only node on ``settings.dns.listen`` (SO_REUSEPORT), until ``stop`` or SIGTERM.
 
     The store must exist and be migrated already (the primary does that before any worker
-    starts). ``report``, a multiprocessing Queue, gets this process's counters as
-    ``(pid, Snapshot)`` every REPORT_INTERVAL and once more when it stops.
+    starts). ``report``, the sending end of a pipe to the primary, gets this process's
+    counters (a ``Snapshot``) every REPORT_INTERVAL and once more when it stops.
     """
     from s25rbl.app import build_engine  # the composition root's wiring, shared
     from s25rbl.clock import SystemClock
@@ -94,13 +93,18 @@ async def serve_dns(
         responder = make_responder(settings, engine, lambda: max(1, lists.index.version), cache_size)
 
         def send_counters() -> None:
-            if report is not None:
-                report.put((os.getpid(), take(responder, rdns, latency)))  # pickled by its own thread
+            if report is None:
+                return
+            try:
+                report.send(take(responder, rdns, latency))
+            except OSError as exc:  # the primary is gone: nobody to report to
+                log.debug("counters not sent: %s", exc)
 
         async def report_counters() -> None:
             while True:
                 await asyncio.sleep(REPORT_INTERVAL)
-                send_counters()
+                # A thread: should the primary ever stop reading, a full pipe blocks it, not DNS.
+                await asyncio.to_thread(send_counters)
 
         listeners = Listeners(responder, settings.dns.listen, settings.dns.tcp_idle_timeout)
         await listeners.start(reuse_port=True)
@@ -166,8 +170,8 @@ class WorkerPool:
         self._cache_size = cache_size
         self._context = multiprocessing.get_context("spawn")
         self._procs: dict[int, multiprocessing.context.SpawnProcess] = {}
-        self._queue = self._context.Queue()
-        self.counters = WorkerCounters(self._queue)
+        self.counters = WorkerCounters()
+        self._spawns = 0
 
     def start(self) -> None:
         self.counters.start()
@@ -175,13 +179,16 @@ class WorkerPool:
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
+        self._spawns += 1
+        report = self.counters.open(self._spawns)
         proc = self._context.Process(
             target=worker_main,
-            args=(self._settings, number, self._cache_size, self._queue),
+            args=(self._settings, number, self._cache_size, report),
             name=f"s25rbl-dns-{number}",
             daemon=True,
         )
         proc.start()
+        report.close()  # the worker has its own copy; ours would hide the end-of-file at its exit
         self._procs[number] = proc
 
     def respawn_dead(self) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
+import time
 from collections import Counter
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 from s25rbl.counters import LOOKUP_BUCKETS, LatencyHistogram, Snapshot, WorkerCounters, total
 
@@ -44,25 +46,65 @@ def test_snapshots_add_up_key_by_key_and_bucket_by_bucket() -> None:
     assert summed.cache_hit_rate == 0.75
 
 
-def test_worker_counters_keep_a_dead_workers_counts_but_not_its_lookups_in_flight() -> None:
-    queue = multiprocessing.get_context("spawn").Queue()
-    counters = WorkerCounters(queue)
+def eventually(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def queries(counters: WorkerCounters) -> int:
+    return total(counters.snapshots()).queries["blocklist", "listed", "r1"]
+
+
+def test_a_dead_workers_counts_stay_but_not_its_lookups_in_flight() -> None:
+    counters = WorkerCounters()
+    first, second = counters.open(1), counters.open(2)
     counters.start()
     try:
-        queue.put((101, snapshot(7, 1, 5, 0)))
-        queue.put((101, snapshot(9, 1, 4, 0)))  # the newer snapshot of the same process wins
-        queue.put((102, snapshot(1, 1, 2, 0)))
+        first.send(snapshot(7, 1, 5, 0))
+        first.send(snapshot(9, 1, 4, 0))  # the newer snapshot of the same process wins
+        second.send(snapshot(1, 1, 2, 0))
+        eventually(lambda: queries(counters) == 10 and total(counters.snapshots()).inflight == 6, "both read")
+        first.close()  # the first worker died: end of file on its pipe
+        eventually(lambda: total(counters.snapshots()).inflight == 2, "the dead one's in-flight dropped")
+        assert queries(counters) == 10  # never goes backwards
+        third = counters.open(3)  # its replacement starts from zero, beside the old counts
+        third.send(snapshot(2, 1, 0, 0))
+        eventually(lambda: queries(counters) == 12, "the replacement counted")
     finally:
-        counters.stop()  # drains everything put before it
-    live = total(counters.snapshots(live=[101, 102]))
-    assert live.queries["blocklist", "listed", "r1"] == 10 and live.inflight == 6
-    after_101_died = total(counters.snapshots(live=[102]))
-    assert after_101_died.queries["blocklist", "listed", "r1"] == 10  # never goes backwards
-    assert after_101_died.inflight == 2
+        counters.stop()
 
 
-def test_a_snapshot_survives_the_queue_between_processes() -> None:
-    queue = multiprocessing.get_context("spawn").Queue()
-    queue.put((os.getpid(), snapshot(3, 1, 0, 2)))
-    pid, received = queue.get(timeout=10)
-    assert pid == os.getpid() and received == snapshot(3, 1, 0, 2)
+def test_a_garbled_message_costs_only_its_own_pipe() -> None:
+    counters = WorkerCounters()
+    bad, good = counters.open(1), counters.open(2)
+    counters.start()
+    try:
+        bad.send_bytes(b"not a pickle")
+        good.send(snapshot(4, 1, 0, 0))
+        eventually(lambda: queries(counters) == 4, "the good pipe still read")
+        good.send(snapshot(5, 1, 0, 0))
+        eventually(lambda: queries(counters) == 5, "and read on")
+    finally:
+        counters.stop()
+
+
+def send_from_child(writer: Connection) -> None:
+    writer.send(snapshot(3, 1, 0, 2))
+    writer.close()
+
+
+def test_a_snapshot_crosses_from_a_spawned_process() -> None:
+    counters = WorkerCounters()
+    writer = counters.open(1)
+    counters.start()
+    try:
+        child = multiprocessing.get_context("spawn").Process(target=send_from_child, args=(writer,))
+        child.start()
+        writer.close()
+        child.join(30)
+        assert child.exitcode == 0
+        eventually(lambda: counters.snapshots() == [snapshot(3, 1, 0, 2)], "the child's snapshot read")
+    finally:
+        counters.stop()
