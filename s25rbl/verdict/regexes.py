@@ -131,15 +131,19 @@ class RegexIndex:
         for key, members in groups.items():
             chunks = self._general if key is None else self._by_suffix.setdefault(key, [])
             for start in range(0, len(members), SET_SIZE):
-                chunk = _compile(members[start : start + SET_SIZE], refused)
-                if chunk is not None:
+                for chunk in _compile(members[start : start + SET_SIZE], refused):
                     chunks.append(chunk)
                     self._count += len(chunk[0])
         return refused
 
     def find(self, name: str) -> EntryRow | None:
         best: EntryRow | None = None
-        if self._by_suffix:
+        if self._by_suffix and not name.isascii():
+            # RE2 folds case beyond what str.lower() does (U+017F matches s): try every set.
+            # DNS names reach here in ASCII; this keeps the index right for any other caller.
+            for filed in self._by_suffix.values():
+                best = _first(filed, name, best)
+        elif self._by_suffix:
             lower = name.lower()  # the sets ignore case; the suffix keys are lower-case
             dot = lower.find(".")
             while dot >= 0:
@@ -175,34 +179,35 @@ def _first(chunks: list[Chunk], name: str, best: EntryRow | None) -> EntryRow | 
     return best
 
 
-def _compile(rows: list[EntryRow], refused: list[tuple[EntryRow, str]]) -> Chunk | None:
-    """One RE2 set of ``rows``. Rows were validated when written; one that is not valid any more
-    (edited in the database by hand, say) is refused alone, found by checking each row of
-    the set that failed to build, so a good list pays for no per-row compile."""
+def _compile(rows: list[EntryRow], refused: list[tuple[EntryRow, str]]) -> list[Chunk]:
+    """RE2 sets of ``rows``, in id order: one set unless it fails to build.
+
+    Rows were validated when written, so a good list pays for no per-row compile. A row that
+    is not valid any more (edited in the database by hand, say), or a set over its memory
+    budget, makes the set fail: it is then split in halves, again and again, so that only
+    the rows that cannot be compiled are refused, each with its reason.
+    """
+    if not rows:
+        return []
     regex_set = _try_set(rows)
     if regex_set is None:
-        good = []
-        for row in rows:
+        if len(rows) == 1:
+            (row,) = rows
             try:
                 compile_regex(row.value)
             except InvalidEntry as exc:
                 refused.append((row, exc.problem))
             else:
-                good.append(row)
-        rows = good
-        regex_set = _try_set(rows)
-        if regex_set is None:  # valid one by one but not together: over the set's budget
-            refused.extend((row, "its RE2 set could not be compiled") for row in rows)
-            return None
+                refused.append((row, "RE2 cannot compile it within a set's memory budget"))
+            return []
+        half = len(rows) // 2
+        return _compile(rows[:half], refused) + _compile(rows[half:], refused)
     empty = regex_set.Match("")
     if empty:  # a regex matching the empty string would match every name
         drop = {rows[i].id for i in empty}
         refused.extend((r, "matches the empty string") for r in rows if r.id in drop)
-        rows = [r for r in rows if r.id not in drop]
-        regex_set = _try_set(rows)
-        if regex_set is None:
-            return None
-    return (rows, regex_set) if rows else None
+        return _compile([r for r in rows if r.id not in drop], refused)
+    return [(rows, regex_set)]
 
 
 def _try_set(rows: list[EntryRow]) -> Any | None:

@@ -9,6 +9,7 @@ import re2
 
 from s25rbl.entries import MAX_REGEX_LENGTH, EntryRow
 from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.verdict import regexes
 from s25rbl.verdict.regexes import RegexIndex, suffix_key
 
 
@@ -158,3 +159,31 @@ def test_an_empty_index_finds_nothing() -> None:
     assert index.build([]) == []
     assert index.find("anything.example") is None
     assert len(index) == 0 and index.sets == 0
+
+
+@pytest.mark.parametrize(("budget", "too_heavy"), [(1 << 16, set()), (1 << 14, {2, 3, 4, 5, 6, 7})])
+def test_a_set_over_its_budget_is_split_until_only_what_cannot_fit_is_refused(
+    monkeypatch: pytest.MonkeyPatch, budget: int, too_heavy: set[int]
+) -> None:
+    # Under a small budget the set of all these fails; halves of it build (64 KiB), or each
+    # heavy regex fails even alone (16 KiB) and is refused alone: the light ones always stay.
+    monkeypatch.setattr(regexes, "SET_MEMORY", budget)
+    heavy = r"[a-z]{20}[0-9]{20}[a-z]{20}\.example\.net$"
+    patterns = [r"\.dyn\.example\.net$", *[heavy.replace("[a-z]", f"x{i}[a-z]", 1) for i in range(6)]]
+    patterns += [r"^mail\.example\.net$", r"(\.example\.net$"]
+    index = RegexIndex()
+    refused = dict((row.id, why) for row, why in index.build(rows(patterns)))
+    assert set(refused) == {9, *too_heavy}
+    assert "missing )" in refused[9]  # the broken one, for its own reason
+    assert all("memory budget" in refused[i] for i in too_heavy)
+    assert getattr(index.find("a.dyn.example.net"), "id", None) == 1
+    assert getattr(index.find("mail.example.net"), "id", None) == 8
+    assert len(index) + len(refused) == len(patterns)
+
+
+def test_a_name_that_is_not_ascii_is_tried_against_every_set() -> None:
+    # RE2 folds U+017F (long s) to s, str.lower() does not: the suffix probe alone would miss.
+    index = RegexIndex()
+    index.build(rows([r"\.spam\.example$"]))
+    assert getattr(index.find("x.\u017fpam.example"), "id", None) == 1
+    assert getattr(index.find("x.spam.example"), "id", None) == 1
