@@ -41,17 +41,27 @@ class ListSync:
         self.healthy = False
         self.loaded = False
         # One reload at a time, each reading the store after the last one finished, so a
-        # slower reload of older rows can never replace a newer snapshot.
+        # slower reload of older rows can never replace a newer snapshot. Reloads asked for
+        # while one runs share the next one: a burst of writes costs two builds, not one each.
         self._reloading = asyncio.Lock()
+        self._asked = 0  # reload requests so far
+        self._covered = 0  # requests answered by a reload that read the store after them
 
     def current(self) -> ListIndex:
         return self.index
 
     async def reload(self) -> None:
+        """Make the snapshot reflect the store as of this call (or later)."""
+        self._asked += 1
+        ticket = self._asked
         async with self._reloading:
+            if self._covered >= ticket:
+                return  # a reload that read the store after this call was made has finished
+            covers = self._asked  # every request so far was made before the read below
             started = time.perf_counter()
             index = await load_index(self._store, clock=self._clock)
             self.index = index
+            self._covered = covers
             self.loaded = self.healthy = True
         log.info(
             "lists loaded: version %d, %s, in %.3f s",

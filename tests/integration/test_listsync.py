@@ -91,3 +91,36 @@ async def test_a_slow_reload_never_replaces_newer_lists(
     release_first.set()
     await asyncio.gather(first, second)
     assert listed(sync, "192.0.2.1") and listed(sync, "192.0.2.2")
+
+
+async def test_reloads_asked_for_meanwhile_share_one_build(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst of writes, each followed by a reload (as the API does), while a reload is busy:
+    # one more build serves them all, and it sees every write.
+    clock = FakeClock()
+    await blacklist(store, clock, "192.0.2.1")
+    release_first = threading.Event()
+    builds = 0
+
+    def build(rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
+        nonlocal builds
+        builds += 1
+        if builds == 1:
+            assert release_first.wait(10)
+        return BUILD(rows, version)
+
+    monkeypatch.setattr(ListIndex, "build", staticmethod(build))
+    sync = ListSync(store, clock, interval=3600)
+    first = asyncio.create_task(sync.reload())
+    while builds == 0 and not first.done():
+        await asyncio.sleep(0.01)
+    burst = []
+    for n in range(2, 7):
+        await blacklist(store, clock, f"192.0.2.{n}")
+        burst.append(asyncio.create_task(sync.reload()))
+    await asyncio.sleep(0.1)
+    release_first.set()
+    await asyncio.gather(first, *burst)
+    assert builds == 2
+    assert all(listed(sync, f"192.0.2.{n}") for n in range(1, 7))
