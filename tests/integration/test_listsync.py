@@ -63,32 +63,42 @@ async def test_the_lists_are_built_off_the_event_loop(store: Store, monkeypatch:
     assert listed(sync, "192.0.2.1")
 
 
+class HeldFirstBuild:
+    """Patches ListIndex.build: the first build waits for ``release``; counts every build."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = threading.Event()
+        self.builds = 0
+        monkeypatch.setattr(ListIndex, "build", staticmethod(self._build))
+
+    def _build(self, rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
+        self.builds += 1
+        if self.builds == 1:
+            assert self.release.wait(10)
+        return BUILD(rows, version)
+
+    async def first_reload(self, sync: ListSync) -> asyncio.Task[None]:
+        """Start a reload and return once it has read the store and is held in its build."""
+        task = asyncio.create_task(sync.reload())
+        while self.builds == 0 and not task.done():
+            await asyncio.sleep(0.01)
+        return task
+
+
 async def test_a_slow_reload_never_replaces_newer_lists(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
     await blacklist(store, clock, "192.0.2.1")
-    release_first = threading.Event()
-    calls = 0
-
-    def build(rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the first reload read the store before the second entry: hold it
-            assert release_first.wait(10)
-        return BUILD(rows, version)
-
-    monkeypatch.setattr(ListIndex, "build", staticmethod(build))
+    held = HeldFirstBuild(monkeypatch)
     sync = ListSync(store, clock, interval=3600)
-    first = asyncio.create_task(sync.reload())
-    while calls == 0 and not first.done():
-        await asyncio.sleep(0.01)
+    first = await held.first_reload(sync)  # it read the store before the second entry
     await blacklist(store, clock, "192.0.2.2")
     second = asyncio.create_task(sync.reload())  # as an API write does after its commit
     await asyncio.wait({second}, timeout=1)
     # Without one reload at a time, the second would have finished here with both entries,
     # and the first, released below, would then have put back the lists without 192.0.2.2.
-    release_first.set()
+    held.release.set()
     await asyncio.gather(first, second)
     assert listed(sync, "192.0.2.1") and listed(sync, "192.0.2.2")
 
@@ -100,27 +110,15 @@ async def test_reloads_asked_for_meanwhile_share_one_build(
     # one more build serves them all, and it sees every write.
     clock = FakeClock()
     await blacklist(store, clock, "192.0.2.1")
-    release_first = threading.Event()
-    builds = 0
-
-    def build(rows: Iterable[EntryRow], version: int = 0) -> ListIndex:
-        nonlocal builds
-        builds += 1
-        if builds == 1:
-            assert release_first.wait(10)
-        return BUILD(rows, version)
-
-    monkeypatch.setattr(ListIndex, "build", staticmethod(build))
+    held = HeldFirstBuild(monkeypatch)
     sync = ListSync(store, clock, interval=3600)
-    first = asyncio.create_task(sync.reload())
-    while builds == 0 and not first.done():
-        await asyncio.sleep(0.01)
+    first = await held.first_reload(sync)
     burst = []
     for n in range(2, 7):
         await blacklist(store, clock, f"192.0.2.{n}")
         burst.append(asyncio.create_task(sync.reload()))
     await asyncio.sleep(0.1)
-    release_first.set()
+    held.release.set()
     await asyncio.gather(first, *burst)
-    assert builds == 2
+    assert held.builds == 2
     assert all(listed(sync, f"192.0.2.{n}") for n in range(1, 7))
