@@ -7,6 +7,7 @@ library costs tens; every request is read exactly once into a ``Request``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Types and codes used by the responder.
@@ -105,7 +106,8 @@ def _read_question(data: bytes, offset: int, request: Request) -> int:
     return offset
 
 
-def _skip_name(data: bytes, offset: int) -> int:
+def skip_name(data: bytes, offset: int) -> int:
+    """The offset just past the (possibly compressed) name at ``offset``."""
     while True:
         length = data[offset]
         if length == 0:
@@ -119,7 +121,7 @@ def _skip_name(data: bytes, offset: int) -> int:
 
 def _skip_records(data: bytes, offset: int, count: int) -> int:
     for _ in range(count):
-        offset = _skip_name(data, offset)
+        offset = skip_name(data, offset)
         _rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
         offset += 10 + rdlength
         if offset > len(data):
@@ -130,7 +132,7 @@ def _skip_records(data: bytes, offset: int, count: int) -> int:
 def _read_additional(data: bytes, offset: int, count: int, request: Request) -> None:
     for _ in range(count):
         name_start = offset
-        offset = _skip_name(data, offset)
+        offset = skip_name(data, offset)
         rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
         offset += 10 + rdlength
         if offset > len(data):
@@ -152,16 +154,22 @@ def _read_additional(data: bytes, offset: int, count: int, request: Request) -> 
 
 def encode_name(name: str) -> bytes:
     """A name in uncompressed wire form; the root is ``""`` or ``"."``."""
+    stripped = name.strip(".")
+    return encode_labels([label.encode("ascii") for label in stripped.split(".")] if stripped else [], name)
+
+
+def encode_labels(labels: Iterable[bytes], name: str) -> bytes:
+    """Labels in uncompressed wire form; ValueError naming ``name`` if one is empty or too
+    long, or the whole is over 255 octets."""
     out = bytearray()
-    for label in name.strip(".").split(".") if name.strip(".") else []:
-        raw = label.encode("ascii")
-        if not 0 < len(raw) <= 63:
-            raise ValueError(f"bad label {label!r} in {name!r}")
-        out.append(len(raw))
-        out += raw
+    for label in labels:
+        if not 0 < len(label) <= 63:
+            raise ValueError(f"bad label length in DNS name: {name!r}")
+        out.append(len(label))
+        out += label
     out.append(0)
     if len(out) > 255:
-        raise ValueError(f"name {name!r} longer than 255 octets")
+        raise ValueError(f"DNS name longer than 255 octets: {name!r}")
     return bytes(out)
 
 

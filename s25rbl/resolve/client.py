@@ -15,6 +15,8 @@ import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from s25rbl.dns.wire import encode_labels, skip_name
+
 __all__ = [
     "AAAA",
     "PTR",
@@ -97,17 +99,7 @@ def _encode_name(name: str) -> bytes:
         raw = name.encode("ascii")
     except UnicodeEncodeError:
         raise ValueError(f"non-ASCII DNS name (IDNA-encode it first): {name!r}") from None
-    out = bytearray()
-    for label in raw.split(b"."):
-        size = len(label)
-        if size == 0 or size > 63:
-            raise ValueError(f"bad label length in DNS name: {name!r}")
-        out.append(size)
-        out += label
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError(f"DNS name longer than 255 bytes: {name!r}")
-    return bytes(out)
+    return encode_labels(raw.split(b"."), name)
 
 
 def _encode_escaped(name: str) -> bytes:
@@ -148,16 +140,7 @@ def _encode_escaped(name: str) -> bytes:
             i += 1
     if not after_dot:
         labels.append(bytes(cur))
-    out = bytearray()
-    for label in labels:
-        if not 0 < len(label) <= 63:
-            raise ValueError(f"bad label length in DNS name: {name!r}")
-        out.append(len(label))
-        out += label
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError(f"DNS name longer than 255 bytes: {name!r}")
-    return bytes(out)
+    return encode_labels(labels, name)
 
 
 def _read_name(data: bytes, off: int) -> tuple[bytes, int]:
@@ -199,19 +182,6 @@ def _read_name(data: bytes, off: int) -> tuple[bytes, int]:
         end = off
     # Length bytes are <= 63, below b"A", so lower() only touches label characters.
     return b"".join(parts).lower() + b"\x00", end
-
-
-def _skip_name(data: bytes, off: int) -> int:
-    """Return the offset past the name at ``off`` without decoding it."""
-    while True:
-        size = data[off]
-        if size == 0:
-            return off + 1
-        if size >= 0xC0:
-            return off + 2
-        if size > 63:
-            raise _MalformedError("unknown label type")
-        off += size + 1
 
 
 def _escape_label(label: bytes) -> bytes:
@@ -334,14 +304,14 @@ def _negative_ttl(data: bytes, off: int, default: int, max_ttl: int) -> int:
     nscount = (data[8] << 8) | data[9]
     size = len(data)
     for _ in range(nscount):
-        off = _skip_name(data, off)
+        off = skip_name(data, off)
         rtype, _rclass, ttl, rdlen = _RR.unpack_from(data, off)
         rdata = off + 10
         off = rdata + rdlen
         if off > size:
             raise _MalformedError("RDATA runs past the packet")
         if rtype == _SOA:
-            fixed = _skip_name(data, _skip_name(data, rdata))
+            fixed = skip_name(data, skip_name(data, rdata))
             if fixed + 20 != off:
                 raise _MalformedError("SOA RDATA length mismatch")
             (minimum,) = _U32.unpack_from(data, fixed + 16)
