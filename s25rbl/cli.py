@@ -7,7 +7,6 @@ list file), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -20,20 +19,11 @@ from s25rbl import __version__
 from s25rbl.config import Endpoint, Settings, load_settings
 from s25rbl.entries import EntrySpec, parse_hostname, parse_ip
 from s25rbl.errors import ConfigError, InvalidEntry, S25rblError
+from s25rbl.runloop import run_loop
 from s25rbl.store.models import EntryKind, EntrySource, ListName
 
 T = TypeVar("T")
 log = logging.getLogger("s25rbl")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed: same behaviour, less CPU per packet."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -80,7 +70,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  try: dig @{first.host} -p {first.port} 2.0.0.127.{settings.dns.zone} A", flush=True)
 
     try:
-        _run(run(settings, ready))
+        run_loop(run(settings, ready))
     except OSError as exc:
         # A port taken or not ours to bind: say which, without a traceback.
         print(f"s25rbl: cannot listen: {exc.strerror or exc} ({_listen_summary(settings)})", file=sys.stderr)
@@ -141,7 +131,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await rdns.close()
 
-    _show_explanation(_run(_with_store(settings, work)), args.json)
+    _show_explanation(run_loop(_with_store(settings, work)), args.json)
     return 0
 
 
@@ -200,7 +190,7 @@ def cmd_entries_add(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> Any:
         return await add_entry(store, spec, clock=SystemClock(), creator=args.creator, expires_at=expires)
 
-    entry = _run(_with_store(settings, work))
+    entry = run_loop(_with_store(settings, work))
     print(f"added entry {entry.id}: {entry.list}list {entry.kind} {entry.value}")
     return 0
 
@@ -228,7 +218,7 @@ def cmd_entries_list(settings: Settings, args: argparse.Namespace) -> int:
 
         entries = remote.entries_list(api, args)
     else:
-        entries = [entry_dict(e) for e in _run(_with_store(settings, work))]
+        entries = [entry_dict(e) for e in run_loop(_with_store(settings, work))]
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -254,7 +244,7 @@ def cmd_entries_remove(settings: Settings, args: argparse.Namespace) -> int:
             e = remote.entries_remove(api, entry_id)
             print(f"removed entry {e['id']}: {e['list']}list {e['kind']} {e['value']}")
         return 0
-    for entry in _run(_with_store(settings, work)):
+    for entry in run_loop(_with_store(settings, work)):
         print(f"removed entry {entry.id}: {entry.list}list {entry.kind} {entry.value}")
     return 0
 
@@ -288,7 +278,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> tuple[int, int]:
         return await import_specs(store, specs, clock=SystemClock(), creator=args.creator)
 
-    added, present = _run(_with_store(settings, work))
+    added, present = run_loop(_with_store(settings, work))
     print(f"imported {added} entries from {args.file} ({present} already present)")
     return 0
 
@@ -312,7 +302,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return await list_entries(store, flt, clock=SystemClock(), limit=10_000_000)
 
     entries = [
-        e for e in _run(_with_store(settings, work)) if e.source is not EntrySource.LEARNED or args.learned
+        e
+        for e in run_loop(_with_store(settings, work))
+        if e.source is not EntrySource.LEARNED or args.learned
     ]
     if args.format == "json":
         sys.stdout.write(export_json(entries))
@@ -332,7 +324,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> str:
         return await create_token(store, args.name, scopes, clock=SystemClock(), actor="cli")
 
-    token = _run(_with_store(settings, work))
+    token = run_loop(_with_store(settings, work))
     print(token)
     print(
         f"token {args.name!r} with scopes {','.join(scopes)}: shown once, stored only as a hash",
@@ -344,7 +336,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
     from s25rbl.service import list_tokens
 
-    for t in _run(_with_store(settings, list_tokens)):
+    for t in run_loop(_with_store(settings, list_tokens)):
         state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
         used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
         print(f"{t.name:<24} {t.scopes:<24} created {t.created_at:%Y-%m-%d %H:%M}  {used}  {state}")
@@ -358,7 +350,7 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> Any:
         return await revoke_token(store, args.name, clock=SystemClock(), actor="cli")
 
-    _run(_with_store(settings, work))
+    run_loop(_with_store(settings, work))
     print(f"token {args.name!r} revoked (running servers stop accepting it within 30 s)")
     return 0
 
@@ -370,7 +362,7 @@ def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
     async def work(store: Any) -> dict[str, int]:
         return await expire_once(store, SystemClock(), settings.learning)
 
-    removed = _run(_with_store(settings, work))
+    removed = run_loop(_with_store(settings, work))
     print(", ".join(f"{count} {kind}" for kind, count in removed.items()) + " removed")
     return 0
 

@@ -24,19 +24,19 @@ import multiprocessing
 import multiprocessing.context
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from s25rbl.config import Endpoint, Settings
 from s25rbl.counters import REPORT_INTERVAL, LatencyHistogram, WorkerCounters, take
 from s25rbl.dns.handler import DEFAULT_CACHE_SIZE, AnswerSettings, Responder
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
+from s25rbl.runloop import run_loop
 from s25rbl.verdict.pipeline import VerdictEngine
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def make_responder(
@@ -134,16 +134,6 @@ async def serve_dns(
         if rdns is not None:
             await rdns.close()
         await store.close()
-
-
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def worker_main(
