@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.integration.server import RunningServer, attach
+from tests.integration.server import RunningServer, attach, store_url
 from tests.support.fakedns import FakeAuthority
 
 __all__ = [
@@ -385,13 +385,13 @@ def write_s25rbl_config(
     *,
     listen: Sequence[str],
     upstream: tuple[str, int],
-    db: Path,
+    db: Path | str,
     ttl: int = 300,
     negative_ttl: int = 1,
     extra: str = "",
-    database_url: str | None = None,
 ) -> Path:
-    """A complete s25rbl TOML for the lab (zones ``*.s25rbl.test``, API on 127.0.0.1:0).
+    """A complete s25rbl TOML for the lab (zones ``*.s25rbl.test``, API on 127.0.0.1:0); ``db`` is
+    a SQLite file path or a database URL, as for ``server.write_config``.
 
     ``negative_ttl`` is short by default so that unbound in front forgets "not listed" answers
     quickly: a whitelisting then shows within about a second instead of minutes.
@@ -415,7 +415,7 @@ upstreams = ["{upstream[0]}:{upstream[1]}"]
 timeout = 1.5
 
 [database]
-url = "{database_url or f"sqlite:///{db}"}"
+url = "{store_url(db)}"
 
 [api]
 listen = "127.0.0.1:0"
@@ -1008,9 +1008,8 @@ def mail_lab(
             directory / "s25rbl.toml",
             listen=[f"127.0.0.1:{S25RBL_PORT}"],
             upstream=(UPSTREAM_IP, upstream.port),
-            db=directory / "s25rbl.db",
+            db=database_url or directory / "s25rbl.db",
             extra=s25rbl_extra,
-            database_url=database_url,
         )
         s25rbl = start_s25rbl(mx, config)
         stack.callback(s25rbl.stop)

@@ -62,9 +62,14 @@ class RunningServer:
         return int(self.process.returncode)
 
 
+def store_url(db: Path | str) -> str:
+    """``db`` as the configuration's database URL: a SQLite file path, or a URL already."""
+    return db if isinstance(db, str) else f"sqlite:///{db}"
+
+
 def write_config(path: Path, upstream: tuple[str, int], db: Path | str, extra: str = "") -> Path:
     """A test configuration; ``db`` is a SQLite file path or a database URL."""
-    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    url = store_url(db)
     path.write_text(
         f"""
 [dns]
