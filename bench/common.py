@@ -23,7 +23,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import upstream  # noqa: E402  (bench/upstream.py)
-from fresh_verdicts import STAT_PATTERNS, Server, clean_name, parse_answer, start_server  # noqa: E402
+from fresh_verdicts import (  # noqa: E402
+    STAT_PATTERNS,
+    Server,
+    clean_name,
+    parse_answer,
+    start_server,
+    write_config,
+)
 
 from s25rbl.verdict.s25r import match_general  # noqa: E402
 
@@ -91,40 +98,6 @@ def unbound_for(work: Path, data: Data, ttl: int = 3600, cpu: int | None = None)
     if data.clean:
         upstream.wait_answer(port, proc, data.clean[0][0].reverse_pointer, 12, timeout=300)
     return port, proc
-
-
-def write_s25rbl_config(
-    path: Path, db: Path, upstream_port: int, *, rdns_cache: int = 400_000, port: int = 0, extra: str = ""
-) -> None:
-    path.write_text(
-        f"""
-[dns]
-listen = ["127.0.0.1:{port}"]
-zone = "{ZONE}"
-whitelist_zone = "wl.s25rbl.test"
-nameservers = ["ns1.s25rbl.test"]
-hostmaster = "hostmaster.s25rbl.test"
-{extra}
-
-[resolver]
-upstreams = ["127.0.0.1:{upstream_port}"]
-timeout = 1.5
-max_inflight = 512
-cache_size = {rdns_cache}
-
-[database]
-url = "sqlite:///{db}"
-
-[api]
-listen = "127.0.0.1:0"
-
-[lists]
-builtin_whitelist = false
-
-[log]
-level = "warning"
-"""
-    )
 
 
 def s25rbl_cli(config: Path, *args: str, timeout: float = 600) -> str:
@@ -353,7 +326,7 @@ class Rig:
             f"generated in {time.monotonic() - t0:.1f} s"
         )
         config, db = self.work / "s25rbl.toml", self.work / "s25rbl.sqlite"
-        write_s25rbl_config(config, db, uport, rdns_cache=max(200_000, 2 * self.count))
+        write_config(config, uport, db, rdns_cache=max(200_000, 2 * self.count))
         t0 = time.monotonic()
         if self.cli_import:
             s25rbl_cli(config, "import", str(black), "--list", "black")

@@ -152,20 +152,33 @@ class Server:
     output: list[str] = field(default_factory=list)
 
 
-def write_config(path: Path, upstream_port: int, db: Path, deadline: float, max_inflight: int) -> None:
+def write_config(
+    path: Path,
+    upstream_port: int,
+    db: Path,
+    *,
+    deadline: float = 1.5,
+    max_inflight: int = 512,
+    rdns_cache: int = 200_000,
+    port: int = 0,
+    extra: str = "",
+) -> None:
+    """The configuration of the server under test (every benchmark's); ``extra`` goes in [dns]."""
     path.write_text(
         f"""
 [dns]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:{port}"]
 zone = "{ZONE}"
 whitelist_zone = "wl.s25rbl.test"
 nameservers = ["ns1.s25rbl.test"]
+hostmaster = "hostmaster.s25rbl.test"
+{extra}
 
 [resolver]
 upstreams = ["127.0.0.1:{upstream_port}"]
 timeout = {deadline}
 max_inflight = {max_inflight}
-cache_size = 200000
+cache_size = {rdns_cache}
 
 [database]
 url = "sqlite:///{db}"
@@ -581,7 +594,7 @@ def main() -> int:
             for q in inflights:
                 db = work / f"s25rbl-q{q}.sqlite"
                 config = work / f"s25rbl-q{q}.toml"
-                write_config(config, uport, db, args.deadline, args.max_inflight)
+                write_config(config, uport, db, deadline=args.deadline, max_inflight=args.max_inflight)
                 profile = work / f"s25rbl-q{q}.prof" if args.profile else None
                 server = start_server(config, layout["server"] if two else 0, profile)
                 # Warm-up: imports, sockets to the upstream, first-use paths; then settle.

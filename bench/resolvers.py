@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,16 +38,6 @@ def addresses(count: int) -> list[ipaddress.IPv4Address]:
 
 def host_of(ip: ipaddress.IPv4Address) -> str:
     return "h-" + str(ip).replace(".", "-") + "." + DOMAIN
-
-
-def free_port() -> int:
-    # The same number must be free for UDP and TCP; probing both is good enough locally.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", port))
-    return port
 
 
 def pin_to(cpu: int) -> Callable[[], None] | None:
@@ -349,7 +338,7 @@ def main() -> None:
     if server == "auto":
         server = next((s for s in ("unbound", "nsd") if Path(f"/usr/sbin/{s}").exists()), "dnslib")
     starters = {"unbound": start_unbound, "nsd": start_nsd, "dnslib": start_dnslib}
-    port = free_port()
+    port = upstream.free_port()
     with tempfile.TemporaryDirectory(prefix="s25rbl-bench-") as tmp:
         proc = starters[server](Path(tmp), port, args.verdicts)
         try:

@@ -40,8 +40,8 @@ from common import (
     generate,
     unbound_for,
     upstream,
+    write_config,
     write_inputs,
-    write_s25rbl_config,
 )
 
 LAYOUTS = {
@@ -116,7 +116,7 @@ def main() -> int:
             uport, unbound = unbound_for(work, data, cpu=LOAD_CPU)
             port = upstream.free_port()
             config, db = work / "s25rbl.toml", work / "s25rbl.sqlite"
-            write_s25rbl_config(config, db, uport, rdns_cache=max(200_000, 2 * count), port=port)
+            write_config(config, uport, db, rdns_cache=max(200_000, 2 * count), port=port)
             took = bulk_blacklist(db, data.listed)
             print(
                 f"workers: {count:,} listed + {count:,} unlisted addresses, {len(data.queries):,} questions; "
