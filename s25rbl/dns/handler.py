@@ -240,14 +240,7 @@ class Responder:
         if not records:
             response = self._negative(request, zone, apex, limit, nxdomain=False, ttl=negative_ttl)
             return Reply(response, count, expires, entry_id)
-        response = wire.message(
-            request,
-            wire.NOERROR,
-            aa=True,
-            answer=records,
-            limit=limit,
-            server_payload=self.settings.max_udp_payload,
-        )
+        response = self._authoritative(request, wire.NOERROR, limit, answer=records)
         return Reply(response, count, expires, entry_id)
 
     def _apex(self, request: Request, zone: Zone, limit: int) -> Reply:
@@ -261,14 +254,7 @@ class Responder:
             records.extend(wire.record(owner, wire.TYPE_NS, ttl, ns) for ns in self._ns_rdata)
         if not records:
             return Reply(self._negative(request, zone, 12, limit, nxdomain=False), count, INF)
-        response = wire.message(
-            request,
-            wire.NOERROR,
-            aa=True,
-            answer=records,
-            limit=limit,
-            server_payload=self.settings.max_udp_payload,
-        )
+        response = self._authoritative(request, wire.NOERROR, limit, answer=records)
         return Reply(response, count, INF)
 
     def _negative(
@@ -276,11 +262,24 @@ class Responder:
     ) -> bytes:
         soa = self._soa(zone, wire.pointer(apex), self.settings.negative_ttl if ttl is None else ttl)
         rcode = wire.NXDOMAIN if nxdomain else wire.NOERROR
+        return self._authoritative(request, rcode, limit, authority=[soa])
+
+    def _authoritative(
+        self,
+        request: Request,
+        rcode: int,
+        limit: int,
+        *,
+        answer: list[bytes] | None = None,
+        authority: list[bytes] | None = None,
+    ) -> bytes:
+        """An authoritative answer from this zone, with our EDNS payload size."""
         return wire.message(
             request,
             rcode,
             aa=True,
-            authority=[soa],
+            answer=answer,
+            authority=authority,
             limit=limit,
             server_payload=self.settings.max_udp_payload,
         )
