@@ -386,8 +386,9 @@ def bulk_blacklist(db: Path, addresses: list[ipaddress.IPv4Address]) -> float:
 
     from sqlalchemy import insert
 
+    from s25rbl.lists.values import EntryKind, EntrySource, ListName
     from s25rbl.store.db import Store, migrate
-    from s25rbl.store.models import Entry, EntryKind, EntrySource, ListName
+    from s25rbl.store.models import Entry
 
     t0 = time.perf_counter()
     migrate(f"sqlite:///{db}")

@@ -75,8 +75,7 @@ def values(kind: str, n: int, seed: int = 25) -> list[str]:
 
 
 def rows_of(kinds: list[str], n: int) -> list[object]:
-    from s25rbl.entries import EntryRow
-    from s25rbl.store.models import EntryKind, EntrySource, ListName
+    from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 
     rows: list[object] = []
     for kind in kinds:
@@ -95,12 +94,12 @@ def child_answers(n: int, mix: str) -> dict[str, object]:
     expiry; the lookups are cached before the first RSS reading)."""
     import dnslib  # noqa: F401  (imported before the first RSS reading, like the rest)
 
-    from s25rbl.dns.handler import AnswerSettings, Responder
+    from s25rbl.dns.answers import AnswerSettings
+    from s25rbl.dns.handler import Responder
     from s25rbl.dns.zones import ZoneKind, ZoneTable
-    from s25rbl.entries import EntryRow
-    from s25rbl.resolve.client import LookupResult, LookupStatus
+    from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
+    from s25rbl.resolve.codec import LookupResult, LookupStatus
     from s25rbl.resolve.rdns import ReverseLookup
-    from s25rbl.store.models import EntryKind, EntrySource, ListName
     from s25rbl.verdict.lists import ListIndex
     from s25rbl.verdict.pipeline import VerdictEngine
 
@@ -217,7 +216,7 @@ def child_build(kinds: list[str], n: int) -> dict[str, object]:
 
 def child_reload(kinds: list[str], n: int, db: str) -> dict[str, object]:
     from s25rbl.clock import SystemClock
-    from s25rbl.service import load_index
+    from s25rbl.node.sync import load_index
     from s25rbl.store.db import Store
 
     async def go() -> dict[str, object]:
@@ -246,8 +245,9 @@ def fill_store(db: str, kinds: list[str], n: int) -> float:
 
     from sqlalchemy import insert
 
+    from s25rbl.lists.values import EntryKind, EntrySource, ListName
     from s25rbl.store.db import Store, migrate
-    from s25rbl.store.models import Entry, EntryKind, EntrySource, ListName
+    from s25rbl.store.models import Entry
 
     t0 = time.perf_counter()
     migrate(f"sqlite:///{db}")

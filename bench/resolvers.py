@@ -175,7 +175,8 @@ Lookup = Callable[[str], Awaitable[list[str]]]
 
 async def make_clients(kind: str, port: int) -> tuple[Lookup, Lookup, Callable[[], Awaitable[None]]]:
     if kind == "stub":
-        from s25rbl.resolve.client import PTR, A, LookupStatus, StubResolver
+        from s25rbl.resolve.client import StubResolver
+        from s25rbl.resolve.codec import PTR, A, LookupStatus
 
         stub = StubResolver([("127.0.0.1", port)], timeout=1.0, attempts=2)
 

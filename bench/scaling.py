@@ -38,12 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import KINDS  # noqa: E402
 from memory import values as memory_values  # noqa: E402
 
-from s25rbl.dns.handler import AnswerSettings, Responder  # noqa: E402
+from s25rbl.dns.answers import AnswerSettings  # noqa: E402
+from s25rbl.dns.handler import Responder  # noqa: E402
 from s25rbl.dns.zones import ZoneKind, ZoneTable  # noqa: E402
-from s25rbl.entries import EntryRow  # noqa: E402
-from s25rbl.resolve.client import PTR, LookupResult, LookupStatus, reverse_name  # noqa: E402
+from s25rbl.lists.values import (  # noqa: E402
+    EntryKind,
+    EntryRow,
+    EntrySource,
+    ListName,
+)
+from s25rbl.resolve.codec import PTR, LookupResult, LookupStatus, reverse_name  # noqa: E402
 from s25rbl.resolve.rdns import ReverseLookup  # noqa: E402
-from s25rbl.store.models import EntryKind, EntrySource, ListName  # noqa: E402
 from s25rbl.verdict.lists import ListIndex  # noqa: E402
 from s25rbl.verdict.pipeline import VerdictEngine  # noqa: E402
 from s25rbl.verdict.s25r import match_general  # noqa: E402

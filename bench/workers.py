@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/workers.py [--quick] [--addresses N] [--duration S
 
 The data of ``cached.py`` (N listed + N unlisted addresses, 2N questions; the blacklist is
 bulk-inserted into the SQLite store rather than imported with the CLI, which is slow for
-100,000 lines), served by ``python -m s25rbl.workers`` processes (DNS-only nodes, each
+100,000 lines), served by ``s25rbl serve --dns-only`` processes (DNS-only nodes, each
 with its own lists, caches and ``ListSync``) bound to one fixed port with SO_REUSEPORT, in
 three layouts on two cores:
 
@@ -54,9 +54,8 @@ LAYOUTS = {
 def start_workers(config: Path, cpus: list[int], timeout: float = 60) -> list[subprocess.Popen[str]]:
     procs: list[subprocess.Popen[str]] = []
     try:
-        for number, cpu in enumerate(cpus):
-            argv = [sys.executable, "-m", "s25rbl.workers", "--config", str(config)]
-            argv += ["--number", str(number)]
+        for cpu in cpus:
+            argv = [sys.executable, "-m", "s25rbl", "--config", str(config), "serve", "--dns-only"]
             proc = subprocess.Popen(
                 upstream.taskset(cpu if TWO_CPUS else None, argv),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -72,7 +71,7 @@ def start_workers(config: Path, cpus: list[int], timeout: float = 60) -> list[su
                 assert p.stdout is not None
                 for line in p.stdout:
                     out.append(line)
-                    if re.search(r"serving DNS on", line):
+                    if re.search(r"serving DNS \(udp\+tcp\) on", line):
                         ev.set()
 
             threading.Thread(target=pump, daemon=True).start()

@@ -1,7 +1,10 @@
 """The composition root: the only module that knows every part and how they are wired.
 
-``serve`` runs one aiohttp application; the long-lived parts (store, list sync, resolver, DNS
-listeners) are its cleanup contexts, so they start and stop together, in order.
+A DNS node is built once (``dns_node``): the store, the lists kept in step with it, reverse
+lookups, the verdict engine and the DNS responder. ``serve`` answers with it on its
+listeners and adds the rest of a full node (extra DNS worker processes, the expiry job, the
+REST API); each extra DNS worker process (``dns_worker``), and ``serve --dns-only``, build
+the same node and answer DNS only. Parts reach each other through what they are handed here.
 """
 
 from __future__ import annotations
@@ -10,59 +13,40 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing.connection import Connection
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from s25rbl.api import learning_routes, routes
-from s25rbl.api.auth import TokenCache, auth_middleware
-from s25rbl.api.metrics import METRICS, Metrics, metrics_middleware
-from s25rbl.api.problems import problems_middleware
+from s25rbl.api.app import create_api
+from s25rbl.api.auth import TokenCache
+from s25rbl.api.context import ApiContext
+from s25rbl.api.metrics import Metrics
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.config import Endpoint, Settings
-from s25rbl.counters import LatencyHistogram
+from s25rbl.dns.answers import AnswerSettings
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.transport import Listeners
-from s25rbl.errors import StoreUnavailable
-from s25rbl.jobs import ExpiryScheduler
-from s25rbl.learning.ingest import Learner
-from s25rbl.listsync import ListSync
+from s25rbl.dns.zones import ZoneKind, ZoneTable
+from s25rbl.jobs.expiry import ExpiryScheduler
+from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, take, total
+from s25rbl.node.runloop import run_loop
+from s25rbl.node.sync import ListSync
+from s25rbl.node.workers import WorkerPool
 from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
-from s25rbl.service import load_builtin_whitelist
+from s25rbl.service import Services
+from s25rbl.service.entries import load_builtin_whitelist
 from s25rbl.store.db import Store, migrate
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
-from s25rbl.workers import WorkerPool, make_responder
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Parts:
-    """Everything a running node holds; filled in as the contexts start."""
-
-    settings: Settings
-    clock: Clock
-    store: Store | None = None
-    lists: ListSync | None = None
-    rdns: ReverseLookup | None = None
-    engine: VerdictEngine | None = None
-    responder: Responder | None = None
-    listeners: Listeners | None = None
-    tokens: TokenCache | None = None
-    learner: Learner | None = None
-    workers: WorkerPool | None = None
-    expiry: ExpiryScheduler | None = None
-    metrics: Metrics | None = None
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-
-PARTS = web.AppKey("parts", Parts)
+Ready = Callable[[list[Endpoint], Endpoint | None], None]  # DNS addresses bound; the API's, if any
 
 
 def build_engine(
@@ -71,6 +55,7 @@ def build_engine(
     clock: Clock,
     observe: Callable[[float, str], None] | None = None,
 ) -> tuple[ReverseLookup, VerdictEngine]:
+    """Reverse lookups through the configured upstreams, and the verdict engine on ``lists``."""
     # Each lookup gets half the verdict deadline, so the forward lookups still have time after
     # a slow PTR lookup, and the stub's second try (next upstream) happens within the deadline.
     resolver = StubResolver(
@@ -97,6 +82,24 @@ def build_engine(
     return rdns, engine
 
 
+def make_responder(settings: Settings, engine: VerdictEngine, serial: Callable[[], int]) -> Responder:
+    """The responder a node's settings describe (the same in every process of the node)."""
+    dns = settings.dns
+    zones = ZoneTable(
+        [(dns.zone, ZoneKind.BLOCKLIST), (dns.whitelist_zone, ZoneKind.WHITELIST)]
+        + ([(dns.hostname_zone, ZoneKind.HOSTNAME)] if dns.hostname_zone else [])
+    )
+    answers = AnswerSettings(
+        ttl=dns.ttl,
+        negative_ttl=dns.negative_ttl,
+        tempfail_ttl=dns.tempfail_ttl,
+        nameservers=dns.nameservers,
+        hostmaster=dns.hostmaster,
+        max_udp_payload=dns.max_udp_payload,
+    )
+    return Responder(zones, engine, answers, serial=serial, cache_size=dns.answer_cache_size)
+
+
 async def open_store(settings: Settings, clock: Clock) -> Store:
     """The store, migrated, with the starter whitelist on first use: whichever command opens a
     new store first (``serve`` or the CLI) sets it up the same way."""
@@ -112,59 +115,130 @@ async def open_store(settings: Settings, clock: Clock) -> Store:
     return store
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    parts = app[PARTS]
-    settings = parts.settings
-    parts.store = await open_store(settings, parts.clock)
-    parts.tokens = TokenCache(parts.store, parts.clock)
-    parts.learner = Learner(settings.learning, parts.clock)
-    parts.lists = ListSync(
-        parts.store,
-        parts.clock,
-        settings.lists.refresh_interval,
-        learned_lifetime=timedelta(seconds=settings.learning.lifetime),
-    )
-    await parts.lists.reload()
-    yield
-    await parts.store.close()
+@dataclass(frozen=True)
+class DnsNode:
+    """What every DNS-answering process of a node holds."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    lists: ListSync
+    rdns: ReverseLookup
+    engine: VerdictEngine
+    responder: Responder
+    latency: LatencyHistogram
+
+    def counters(self) -> Snapshot:
+        """This process's DNS counters now."""
+        return take(self.responder, self.rdns, self.latency)
 
 
-async def _dns_ctx(app: web.Application) -> AsyncIterator[None]:
-    parts = app[PARTS]
-    settings = parts.settings
-    assert parts.lists is not None and parts.store is not None
-    lists = parts.lists
-    parts.rdns, parts.engine = build_engine(settings, lists.current, parts.clock, parts.latency.observe)
-    parts.responder = make_responder(
-        settings, parts.engine, lambda: max(1, lists.index.version), settings.dns.answer_cache_size
-    )
-    parts.listeners = Listeners(parts.responder, settings.dns.listen, settings.dns.tcp_idle_timeout)
-    many = settings.dns.workers > 1
-    await parts.listeners.start(reuse_port=many)
-    if many:
-        # The primary binds first (so a port 0 is resolved), then starts the other workers.
-        parts.workers = WorkerPool(
-            settings, parts.listeners.bound, settings.dns.workers, settings.dns.answer_cache_size
-        )
-        parts.workers.start()
-        parts.tasks.append(asyncio.create_task(_watch_workers(parts.workers), name="workers"))
-    parts.tasks.append(asyncio.create_task(lists.run(), name="list-sync"))
-    parts.tasks.append(asyncio.create_task(lists.run_hits(parts.engine.hits), name="hit-flush"))
-    on_removed = parts.metrics.count_expired if parts.metrics is not None else None
-    parts.expiry = ExpiryScheduler(parts.store, parts.clock, settings.learning, on_removed)
-    parts.expiry.start()
-    yield
-    parts.expiry.stop()
-    for task in parts.tasks:
+@contextlib.asynccontextmanager
+async def dns_node(settings: Settings, clock: Clock, *, set_up_store: bool) -> AsyncIterator[DnsNode]:
+    """Build a node on the store with its lists loaded. ``set_up_store``: migrate it and load
+    the starter whitelist first (the primary); extra workers find it set up already."""
+    store = await open_store(settings, clock) if set_up_store else Store(settings.database.url)
+    rdns: ReverseLookup | None = None
+    try:
+        lifetime = timedelta(seconds=settings.learning.lifetime)
+        lists = ListSync(store, clock, settings.lists.refresh_interval, learned_lifetime=lifetime)
+        await lists.reload()
+        latency = LatencyHistogram()
+        rdns, engine = build_engine(settings, lists.current, clock, latency.observe)
+        responder = make_responder(settings, engine, lambda: max(1, lists.index.version))
+        yield DnsNode(settings, clock, store, lists, rdns, engine, responder, latency)
+    finally:
+        if rdns is not None:
+            await rdns.close()
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def answering(node: DnsNode, *, reuse_port: bool) -> AsyncIterator[Listeners]:
+    """The node's DNS listeners, with its lists kept in step and its hit counts written back."""
+    settings = node.settings
+    listeners = Listeners(node.responder, settings.dns.listen, settings.dns.tcp_idle_timeout)
+    await listeners.start(reuse_port=reuse_port)
+    tasks = [
+        asyncio.create_task(node.lists.run(), name="list-sync"),
+        asyncio.create_task(node.lists.run_hits(node.engine.hits), name="hit-flush"),
+    ]
+    try:
+        yield listeners
+    finally:
+        await _cancel(tasks)
+        await listeners.stop()
+        await node.lists.flush_hits(node.engine.hits)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
         task.cancel()
-    for task in parts.tasks:
+    for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await parts.listeners.stop()
-    await lists.flush_hits(parts.engine.hits)
-    await parts.rdns.close()
-    if parts.workers is not None:
-        await asyncio.to_thread(parts.workers.stop)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | None = None) -> None:
+    """A full node until SIGTERM or SIGINT: DNS, extra DNS workers, expiry, the REST API."""
+    clock = clock or SystemClock()
+    stop = asyncio.Event()
+    # Signals first: a SIGTERM that arrives while starting still stops cleanly.
+    with _stop_on_signals(stop):
+        many = settings.dns.workers > 1
+        async with (
+            dns_node(settings, clock, set_up_store=True) as node,
+            answering(node, reuse_port=many) as listeners,
+        ):
+            pool: WorkerPool | None = None
+            tasks: list[asyncio.Task[None]] = []
+            if many:
+                # The primary bound first (so a port 0 is resolved); the others join it.
+                pool = WorkerPool(settings, listeners.bound, settings.dns.workers, dns_worker)
+                pool.start()
+                tasks.append(asyncio.create_task(_watch_workers(pool), name="workers"))
+            workers = pool
+
+            def counters() -> Snapshot:
+                own = node.counters()
+                return own if workers is None else total([own, *workers.counters.snapshots()])
+
+            metrics = Metrics(counters, node.lists)
+            expiry = ExpiryScheduler(node.store, clock, settings.learning, metrics.count_expired)
+            expiry.start()
+            services = Services(node.store, clock, settings.learning, changed=node.lists.reload)
+            context = ApiContext(
+                settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
+            )
+            runner = web.AppRunner(create_api(context), handle_signals=False, access_log=None)
+            try:
+                await runner.setup()
+                api = settings.api.listen
+                await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
+                bound = runner.addresses
+                api_port = int(bound[0][1]) if bound else api.port
+                if ready is not None and not stop.is_set():
+                    ready(list(listeners.bound), Endpoint(api.host, api_port))
+                await stop.wait()
+                log.info("stopping")
+            finally:
+                expiry.stop()
+                await _cancel(tasks)
+                await runner.cleanup()
+                if pool is not None:
+                    await asyncio.to_thread(pool.stop)
 
 
 async def _watch_workers(pool: WorkerPool) -> None:
@@ -173,80 +247,49 @@ async def _watch_workers(pool: WorkerPool) -> None:
         pool.respawn_dead()
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+async def serve_dns_only(
+    settings: Settings, *, ready: Ready | None = None, report: Connection | None = None
+) -> None:
+    """A DNS-only node on ``settings.dns.listen`` (SO_REUSEPORT), until SIGTERM or SIGINT.
 
-
-async def readyz(request: web.Request) -> web.Response:
-    lists = request.app[PARTS].lists
-    ready = lists is not None and lists.loaded and lists.healthy
-    body = {
-        "ready": ready,
-        "lists_loaded": bool(lists and lists.loaded),
-        "store": bool(lists and lists.healthy),
-    }
-    return web.json_response(body, status=200 if ready else 503)
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    metrics = request.app[PARTS].metrics
-    assert metrics is not None
-    body = generate_latest(metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
-    parts = Parts(settings=settings, clock=clock or SystemClock())
-    parts.metrics = Metrics(lambda: parts)
-
-    def tokens() -> TokenCache:
-        if parts.tokens is None:
-            raise StoreUnavailable("the store is not open yet")
-        return parts.tokens
-
-    app = web.Application(
-        middlewares=[
-            metrics_middleware,
-            problems_middleware,
-            auth_middleware(tokens, lambda: settings.api.metrics_public),
-        ],
-        client_max_size=settings.api.max_body,
-    )
-    app[PARTS] = parts
-    app[METRICS] = parts.metrics
-    app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_dns_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    routes.setup(app)
-    learning_routes.setup(app)
-    return app
-
-
-async def run(settings: Settings, ready: Callable[[list[Endpoint], Endpoint], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; ``ready`` is told the addresses actually bound."""
-    # Signals first: a SIGTERM that arrives while starting still stops cleanly.
+    The store must be set up already (the primary does that before any worker starts).
+    ``report``, the sending end of a pipe to the primary, gets this process's counters every
+    REPORT_INTERVAL and once more when it stops.
+    """
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    try:
-        await runner.setup()
-        api = settings.api.listen
-        site = web.TCPSite(runner, api.host, api.port, reuse_address=True)
-        await site.start()
-        bound = runner.addresses
-        api_port = int(bound[0][1]) if bound else api.port
-        parts = app[PARTS]
-        assert parts.listeners is not None
-        if ready is not None and not stop.is_set():
-            ready(list(parts.listeners.bound), Endpoint(api.host, api_port))
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
+    with _stop_on_signals(stop):
+        async with dns_node(settings, SystemClock(), set_up_store=False) as node:
+
+            def send_counters() -> None:
+                if report is None:
+                    return
+                try:
+                    report.send(node.counters())
+                except OSError as exc:  # the primary is gone: nobody to report to
+                    log.debug("counters not sent: %s", exc)
+
+            async def report_counters() -> None:
+                while True:
+                    await asyncio.sleep(REPORT_INTERVAL)
+                    # A thread: should the primary stop reading, a full pipe blocks it, not DNS.
+                    await asyncio.to_thread(send_counters)
+
+            async with answering(node, reuse_port=True) as listeners:
+                task = asyncio.create_task(report_counters(), name="counters")
+                try:
+                    if ready is not None:
+                        ready(list(listeners.bound), None)
+                    await stop.wait()
+                finally:
+                    await _cancel([task])
+            send_counters()  # the last word, after the listeners stopped
+
+
+def dns_worker(settings: Settings, number: int, report: Connection) -> None:
+    """The body of extra DNS worker process ``number`` (1 .. N-1; the primary is 0)."""
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format=f"%(asctime)s s25rbl[dns-{number}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    run_loop(serve_dns_only(settings, report=report))

@@ -8,34 +8,18 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """Wall-clock time for what is stored and shown; monotonic time for intervals."""
+
     def now(self) -> datetime: ...
 
     def monotonic(self) -> float: ...
 
 
 class SystemClock:
+    """The machine's clocks."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
-        self._mono = 1000.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds

@@ -26,6 +26,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """An address and port to listen on or send to."""
+
     host: str
     port: int
 
@@ -35,6 +37,8 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
+    """``[dns]``: listeners, zones, TTLs, answer sizes and caches."""
+
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", 5300), Endpoint("::1", 5300))
     zone: str = "bl.s25rbl.test"
     whitelist_zone: str = "wl.s25rbl.test"
@@ -53,6 +57,8 @@ class DnsSettings:
 
 @dataclass(frozen=True, slots=True)
 class ResolverSettings:
+    """``[resolver]``: the upstream resolvers and the limits of reverse lookups."""
+
     upstreams: tuple[Endpoint, ...] = ()
     timeout: float = 1.5
     max_names: int = 5
@@ -62,11 +68,15 @@ class ResolverSettings:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseSettings:
+    """``[database]``: where the store is."""
+
     url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
+    """``[api]``: the REST API's address and limits."""
+
     listen: Endpoint = Endpoint("127.0.0.1", 8300)
     metrics_public: bool = True
     max_body: int = 8 * 1024 * 1024
@@ -74,12 +84,16 @@ class ApiSettings:
 
 @dataclass(frozen=True, slots=True)
 class ListSettings:
+    """``[lists]``: the starter whitelist, and how often nodes look for list changes."""
+
     builtin_whitelist: bool = True
     refresh_interval: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class LearningSettings:
+    """``[learning]``: what counts as a retry, when an address is learned, and expiry."""
+
     min_interval: float = 60.0  # seconds between two attempts for the second to be a retry
     window: float = 48 * 3600.0  # retries count within this window; older reports expire
     retries: int = 2  # retries that make an address learned
@@ -90,11 +104,15 @@ class LearningSettings:
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
+    """``[log]``: how much the server says."""
+
     level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting, validated; built once (``load_settings``) and handed to every part."""
+
     dns: DnsSettings = field(default_factory=DnsSettings)
     resolver: ResolverSettings = field(default_factory=ResolverSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)

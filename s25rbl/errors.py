@@ -1,4 +1,8 @@
-"""The one exception hierarchy: every error that reaches a user names the bad input and what to do."""
+"""The one exception hierarchy: every error that reaches a user names the bad input and what to do.
+
+``exit_status`` is what the CLI exits with when the error ends a command: 1 the operation
+failed, 2 bad usage or configuration.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ from __future__ import annotations
 class S25rblError(Exception):
     """Base class of every error s25rbl raises on purpose."""
 
+    exit_status = 1
+
 
 class ConfigError(S25rblError):
     """A configuration key has a bad value; the message names the key."""
+
+    exit_status = 2
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"config: {key}: {problem}")
@@ -17,7 +25,10 @@ class ConfigError(S25rblError):
 
 
 class InvalidEntry(S25rblError):
-    """A list entry (IP, CIDR, hostname, domain, regex, reason, ...) is not acceptable."""
+    """A list entry (IP, CIDR, hostname, domain, regex, reason, ...) or another input is not
+    acceptable; ``field`` names it."""
+
+    exit_status = 2
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -26,14 +37,14 @@ class InvalidEntry(S25rblError):
 
 
 class DuplicateEntry(S25rblError):
-    """The same (list, kind, value) already exists."""
+    """The same (list, kind, value) already exists, or a decision was already taken."""
 
 
 class EntryNotFound(S25rblError):
-    """No entry with that id or value."""
+    """No entry (or suggestion, token, learned address) with that id or value."""
 
 
-class ImportError_(S25rblError):
+class ListFileError(S25rblError):
     """A list file has bad lines; nothing of it was imported."""
 
     def __init__(self, errors: list[tuple[int, str]]) -> None:
@@ -45,3 +56,50 @@ class ImportError_(S25rblError):
 
 class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
+
+
+class Drop(S25rblError):
+    """A DNS packet not worth an answer: too short to hold a header, or a response (QR set)."""
+
+
+class ApiError(S25rblError):
+    """The REST API answered a request with an HTTP error: status, then the problem's detail and
+    each field's problem, one line each (``lines``)."""
+
+    def __init__(
+        self, lines: list[str], status: int, *, retry_after: float | None = None, location: str = ""
+    ) -> None:
+        super().__init__("\n  ".join(lines))
+        self.lines = lines
+        self.status = status
+        self.retry_after = retry_after
+        self.location = location
+        self.exit_status = 2 if status in (400, 413, 415, 422) else 1
+
+
+class ApiUnreachable(S25rblError):
+    """The REST API could not be reached at all (connection refused, timeout, DNS)."""
+
+
+class ReporterError(S25rblError):
+    """The log reporter cannot go on: a configuration error (bad token, scope or URL)."""
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+class ReportsDeferred(S25rblError):
+    """The API cannot take a batch of reports now; the reporter tries again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BatchRefused(S25rblError):
+    """The API refused a batch of reports as a whole (400/413/415/422): resending cannot help."""
+
+
+class StateError(S25rblError):
+    """The reporter's state file cannot be used (locked by another reporter, not writable)."""

@@ -1,5 +1,5 @@
 """Bearer tokens and scopes. Every /v1 route names the scope it needs; /healthz and /readyz
-are open, /metrics is open unless ``api.metrics_token`` asks otherwise.
+are open, /metrics is open unless ``api.metrics_public = false``.
 
 Authenticated tokens are remembered for a short while so that a busy reporter does not cost a
 database read per request; a revocation made through this node's API applies at once, one
@@ -15,9 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from s25rbl.api.problems import Problem
-from s25rbl.clock import Clock
-from s25rbl.service import Principal, authenticate
-from s25rbl.store.db import Store
+from s25rbl.service.tokens import Principal, Tokens
 
 CACHE_SECONDS = 30.0
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -36,9 +34,10 @@ def requires(scope: str) -> Callable[[Handler], Handler]:
 
 
 class TokenCache:
-    def __init__(self, store: Store, clock: Clock) -> None:
-        self._store = store
-        self._clock = clock
+    """Principals by token, remembered for ``CACHE_SECONDS`` (unknown tokens too)."""
+
+    def __init__(self, tokens: Tokens) -> None:
+        self._tokens = tokens
         self._known: dict[str, tuple[float, Principal | None]] = {}
 
     def clear(self) -> None:
@@ -49,7 +48,7 @@ class TokenCache:
         hit = self._known.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
-        principal = await authenticate(self._store, token, clock=self._clock)
+        principal = await self._tokens.authenticate(token)
         if len(self._known) > 10_000:
             self._known.clear()
         # Unknown tokens are remembered briefly too, so guessing costs no database reads.
@@ -57,12 +56,14 @@ class TokenCache:
         return principal
 
 
-def auth_middleware(tokens: Callable[[], TokenCache], metrics_open: Callable[[], bool]) -> Any:
+def auth_middleware(tokens: TokenCache, metrics_open: bool) -> Any:
+    """Checks the bearer token and the scope the route needs (``requires``)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route
         scope: str | None = getattr(route.handler, "scope", None)
-        if request.path in OPEN_PATHS or (request.path == "/metrics" and metrics_open()):
+        if request.path in OPEN_PATHS or (request.path == "/metrics" and metrics_open):
             return await handler(request)
         if scope is None and not request.path.startswith("/v1") and request.path != "/metrics":
             return await handler(request)  # 404/405 for unknown routes, answered by aiohttp
@@ -70,7 +71,7 @@ def auth_middleware(tokens: Callable[[], TokenCache], metrics_open: Callable[[],
         challenge = {"WWW-Authenticate": 'Bearer realm="s25rbl"'}
         if not header.startswith("Bearer ") or not header[7:].strip():
             raise Problem(401, "send an API token: Authorization: Bearer <token>", headers=challenge)
-        principal = await tokens().principal(header[7:].strip())
+        principal = await tokens.principal(header[7:].strip())
         if principal is None:
             raise Problem(401, "unknown or revoked token", headers=challenge)
         # No scope: no such route (aiohttp answers 404 or 405 next), shown only to token holders.

@@ -1,30 +1,31 @@
-"""Prometheus metrics: read from the parts' own counters at scrape time, so the DNS hot path
+"""Prometheus metrics: read from the node's own counters at scrape time, so the DNS hot path
 only increments a dict entry and never touches a metrics library. The DNS counters are the
-whole node's: with ``dns.workers`` the workers' last snapshots are added (``counters.py``)."""
+whole node's: with ``dns.workers`` the workers' last snapshots are added (``node.counters``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from s25rbl.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, node_snapshot
-
-if TYPE_CHECKING:
-    from s25rbl.app import Parts
+from s25rbl.node.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, Snapshot
+from s25rbl.node.sync import ListSync
 
 
-class PartsCollector(Collector):
-    def __init__(self, parts: Callable[[], Parts]) -> None:
-        self._parts = parts
+class NodeCollector(Collector):
+    """The node's DNS, lookup and list figures, read at scrape time."""
+
+    def __init__(self, counters: Callable[[], Snapshot], lists: ListSync) -> None:
+        self._counters = counters
+        self._lists = lists
 
     def collect(self) -> Iterator[Metric]:
-        parts = self._parts()
-        counters = node_snapshot(parts)
+        counters = self._counters()
+        lists = self._lists
         queries = CounterMetricFamily(
             "s25rbl_dns_queries",
             "DNS queries answered, by zone, result and deciding step",
@@ -33,48 +34,44 @@ class PartsCollector(Collector):
         for (zone, result, step), count in sorted(counters.queries.items()):
             queries.add_metric([zone, result, step], count)
         yield queries
-        if parts.rdns is not None:
-            lookups = CounterMetricFamily(
-                "s25rbl_rdns_lookups", "Reverse lookups by outcome", labels=["outcome"]
-            )
-            for outcome in LOOKUP_OUTCOMES:
-                lookups.add_metric([outcome], counters.lookups[outcome])
-            yield lookups
-            yield GaugeMetricFamily(
-                "s25rbl_rdns_inflight", "Reverse lookups in flight", value=counters.inflight
-            )
-            latency = HistogramMetricFamily(
-                "s25rbl_rdns_lookup_seconds",
-                "Time to a reverse-lookup result (PTR and forward confirmation), by outcome",
-                labels=["outcome"],
-            )
-            bounds = [*(str(b) for b in LOOKUP_BUCKETS), "+Inf"]
-            for outcome, counts in sorted(counters.latency_counts.items()):
-                cumulative, running = [], 0
-                for bound, count in zip(bounds, counts, strict=True):
-                    running += count
-                    cumulative.append((bound, running))
-                latency.add_metric([outcome], cumulative, counters.latency_sums[outcome])
-            yield latency
-        if parts.lists is not None:
-            sizes = GaugeMetricFamily("s25rbl_list_entries", "Entries in memory by index", labels=["index"])
-            for name, size in parts.lists.index.sizes().items():
-                sizes.add_metric([name], size)
-            yield sizes
-            yield GaugeMetricFamily(
-                "s25rbl_list_version", "List version the node answers from", value=parts.lists.index.version
-            )
-            yield GaugeMetricFamily(
-                "s25rbl_store_up",
-                "1 if the last store check succeeded",
-                value=1 if parts.lists.healthy else 0,
-            )
+        lookups = CounterMetricFamily("s25rbl_rdns_lookups", "Reverse lookups by outcome", labels=["outcome"])
+        for outcome in LOOKUP_OUTCOMES:
+            lookups.add_metric([outcome], counters.lookups[outcome])
+        yield lookups
+        yield GaugeMetricFamily("s25rbl_rdns_inflight", "Reverse lookups in flight", value=counters.inflight)
+        latency = HistogramMetricFamily(
+            "s25rbl_rdns_lookup_seconds",
+            "Time to a reverse-lookup result (PTR and forward confirmation), by outcome",
+            labels=["outcome"],
+        )
+        bounds = [*(str(b) for b in LOOKUP_BUCKETS), "+Inf"]
+        for outcome, counts in sorted(counters.latency_counts.items()):
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric([outcome], cumulative, counters.latency_sums[outcome])
+        yield latency
+        sizes = GaugeMetricFamily("s25rbl_list_entries", "Entries in memory by index", labels=["index"])
+        for name, size in lists.index.sizes().items():
+            sizes.add_metric([name], size)
+        yield sizes
+        yield GaugeMetricFamily(
+            "s25rbl_list_version", "List version the node answers from", value=lists.index.version
+        )
+        yield GaugeMetricFamily(
+            "s25rbl_store_up",
+            "1 if the last store check succeeded",
+            value=1 if lists.healthy else 0,
+        )
 
 
 class Metrics:
-    def __init__(self, parts: Callable[[], Parts]) -> None:
+    """The node's Prometheus registry: its collector plus the API's own counters."""
+
+    def __init__(self, counters: Callable[[], Snapshot], lists: ListSync) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(PartsCollector(parts))
+        self.registry.register(NodeCollector(counters, lists))
         self.api_requests = Counter(
             "s25rbl_api_requests",
             "API requests by route and status",
@@ -94,20 +91,22 @@ class Metrics:
             self.expired.labels(kind).inc(count)
 
 
-METRICS = web.AppKey("metrics", Metrics)
+def metrics_middleware(metrics: Metrics) -> Any:
+    """Counts every API request by route and status."""
 
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        status = 500
+        try:
+            response: web.StreamResponse = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            info = request.match_info.route.resource
+            route = info.canonical if info is not None else "unmatched"
+            metrics.api_requests.labels(route, str(status)).inc()
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    status = 500
-    try:
-        response: web.StreamResponse = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        request.app[METRICS].api_requests.labels(route, str(status)).inc()
+    return middleware

@@ -9,13 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from s25rbl.errors import (
-    DuplicateEntry,
-    EntryNotFound,
-    ImportError_,
-    InvalidEntry,
-    StoreUnavailable,
-)
+from s25rbl.errors import DuplicateEntry, EntryNotFound, InvalidEntry, ListFileError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +72,7 @@ def from_exception(exc: BaseException) -> Problem | None:
         return exc
     if isinstance(exc, InvalidEntry):
         return Problem(422, str(exc), errors=[{"field": exc.field, "problem": exc.problem}])
-    if isinstance(exc, ImportError_):
+    if isinstance(exc, ListFileError):
         errors = [{"field": f"line {n}", "line": n, "problem": msg} for n, msg in exc.errors]
         return Problem(422, f"nothing imported: {len(exc.errors)} bad line(s)", errors=errors)
     if isinstance(exc, DuplicateEntry):

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from s25rbl.api.problems import Problem
-from s25rbl.entries import EntrySpec
 from s25rbl.errors import InvalidEntry
-from s25rbl.store.models import EntryKind, EntrySource, ListName
-from s25rbl.store.repository import EntryFilter
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, check_reason, parse_expiry
+from s25rbl.store.entries import EntryFilter
 
 MAX_BATCH = 1000
 MAX_PAGE = 1000
@@ -45,24 +44,16 @@ def _unknown(body: Mapping[str, Any], allowed: set[str], prefix: str = "") -> No
         )
 
 
-def parse_expiry(value: Any, field: str, now: datetime) -> datetime | None:
+def expiry(value: Any, field: str, now: datetime) -> datetime | None:
+    """An ``expires_at`` member: null, or what ``lists.values.parse_expiry`` accepts."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise _invalid(field, "must be an ISO 8601 date-time string or null")
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _invalid(field, f"{value!r} is not an ISO 8601 date-time") from None
-    if when.tzinfo is None:
-        raise _invalid(field, "needs a time zone, e.g. 2027-01-01T00:00:00Z")
-    try:
-        when = when.astimezone(UTC)
-    except OverflowError:
-        raise _invalid(field, f"{value!r} is out of range") from None
-    if when <= now:
-        raise _invalid(field, "must be in the future")
-    return when
+        return parse_expiry(value, field, now)
+    except InvalidEntry as exc:
+        raise _invalid(field, exc.problem) from None
 
 
 def entry_spec(body: Any, now: datetime, prefix: str = "") -> tuple[EntrySpec, datetime | None]:
@@ -81,7 +72,7 @@ def entry_spec(body: Any, now: datetime, prefix: str = "") -> tuple[EntrySpec, d
         spec = EntrySpec.build(body["list"], body["kind"], body["value"], reason)
     except InvalidEntry as exc:
         raise _invalid(prefix + exc.field, exc.problem) from None
-    return spec, parse_expiry(body.get("expires_at"), prefix + "expires_at", now)
+    return spec, expiry(body.get("expires_at"), prefix + "expires_at", now)
 
 
 def entry_batch(body: Any, now: datetime) -> tuple[list[tuple[EntrySpec, datetime | None]], bool]:
@@ -115,13 +106,11 @@ def entry_patch(body: Any, now: datetime) -> dict[str, Any]:
         if not isinstance(body["reason"], str):
             raise _invalid("reason", "must be a string")
         try:
-            from s25rbl.entries import check_reason
-
             change["reason"] = check_reason(body["reason"])
         except InvalidEntry as exc:
             raise _invalid("reason", exc.problem) from None
     if "expires_at" in body:
-        change["expires_at"] = parse_expiry(body["expires_at"], "expires_at", now)
+        change["expires_at"] = expiry(body["expires_at"], "expires_at", now)
         change["clear_expiry"] = body["expires_at"] is None
     return change
 
@@ -198,3 +187,18 @@ def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
 def list_param(query: Mapping[str, str]) -> ListName | None:
     value: ListName | None = _enum_param(query, "list", ListName)
     return value
+
+
+def path_id(request: web.Request, what: str) -> int:
+    """The ``{id}`` of the path; anything but a plain ASCII number is simply not found."""
+    text = request.match_info["id"]
+    # isascii: str.isdigit() is true for "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise Problem(404, f"no {what} with id {text!r}")
+    return int(text)
+
+
+def field_problem(exc: InvalidEntry, field: str | None = None) -> Problem:
+    """An InvalidEntry as a 422 naming ``field`` (default: the one the error names)."""
+    name = field or exc.field
+    return Problem(422, f"{name}: {exc.problem}", errors=[{"field": name, "problem": exc.problem}])

@@ -41,6 +41,8 @@ _MAX_SHARED = 4096
 
 
 class AnswerCache:
+    """Whole answers by question, dropped when the lists change (see the module docstring)."""
+
     def __init__(
         self,
         max_entries: int,

@@ -84,6 +84,8 @@ class UdpReader:
 
 
 class TcpProtocol(asyncio.Protocol):
+    """One TCP connection: 2-octet framed queries in, answers out as each is ready."""
+
     def __init__(self, server: TcpServer) -> None:
         self._server = server
         self._responder = server.responder
@@ -176,6 +178,9 @@ class TcpProtocol(asyncio.Protocol):
 
 
 class TcpServer:
+    """What the TCP connections of one set of listeners share: the handler, the idle timeout and
+    the set of open connections."""
+
     def __init__(self, responder: Responder, idle_timeout: float) -> None:
         self.responder = responder
         self.idle_timeout = idle_timeout

@@ -10,12 +10,12 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
-from publicsuffixlist import PublicSuffixList
-
-from s25rbl.entries import IPAddress
+from s25rbl.lists.values import IPAddress
 
 
 class ZoneKind(enum.Enum):
+    """What a zone answers about: addresses (block or white list) or hostnames."""
+
     BLOCKLIST = "blocklist"
     WHITELIST = "whitelist"
     HOSTNAME = "hostname"
@@ -23,6 +23,8 @@ class ZoneKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Zone:
+    """One zone we are authoritative for."""
+
     name: str
     kind: ZoneKind
     labels: tuple[bytes, ...]  # lower-case wire labels, for suffix matching
@@ -44,6 +46,8 @@ _OCTETS = {str(n).encode(): n for n in range(256)}
 
 
 class ZoneTable:
+    """The configured zones, found by suffix."""
+
     def __init__(self, zones: list[tuple[str, ZoneKind]]) -> None:
         self.zones = [Zone(name, kind, tuple(name.encode().split(b"."))) for name, kind in zones]
 
@@ -85,19 +89,3 @@ def relative_name(labels: list[bytes]) -> str | None:
         if not _LDH.issuperset(label):
             return None
     return b".".join(labels).decode("ascii")
-
-
-_PSL: PublicSuffixList | None = None
-
-
-def is_domain_level(name: str) -> bool:
-    """True for a public suffix (``com``, ``co.jp``) or a registrable domain (``hotmail.com``).
-
-    In the hostname zone such a name is an empty non-terminal: the hosts that may be listed
-    live below it, so QNAME-minimising resolvers ask for it on their way down and must get
-    NODATA, not NXDOMAIN. The list ships with the package: no network at run time.
-    """
-    global _PSL
-    if _PSL is None:
-        _PSL = PublicSuffixList()
-    return bool(_PSL.is_public(name)) or _PSL.privatesuffix(name) == name

@@ -14,44 +14,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from publicsuffixlist import PublicSuffixList
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings
-from s25rbl.entries import EntrySpec, parse_ip
 from s25rbl.errors import DuplicateEntry, InvalidEntry
 from s25rbl.learning.retries import count_retries
 from s25rbl.learning.senders import normalise_recipient, normalise_sender
+from s25rbl.lists.domains import registrable_domain
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, parse_ip
 from s25rbl.store.db import Store
-from s25rbl.store.models import EntryKind, EntrySource, ListName, Report
-from s25rbl.store.repository import (
-    AuditRepository,
-    EntryRepository,
-    LearnBlockRepository,
-    ReportRepository,
-    SuggestionRepository,
-)
+from s25rbl.store.entries import EntryRepository
+from s25rbl.store.learning import LearnBlockRepository, ReportRepository, SuggestionRepository
+from s25rbl.store.models import Entry, Report, Suggestion
+from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
 
 REPORT_FIELDS = {"client_ip", "client_name", "helo", "sender", "recipient", "time", "idempotency_key"}
 MAX_BATCH = 1000
 CLOCK_SKEW = timedelta(minutes=5)  # reporters' clocks may run a little ahead of ours
-_PSL: PublicSuffixList | None = None
-
-
-def parent_domain(name: str) -> str | None:
-    """The registrable domain of a host name (``bay6.hotmail.com`` -> ``hotmail.com``)."""
-    global _PSL
-    if _PSL is None:
-        _PSL = PublicSuffixList()
-    domain = _PSL.privatesuffix(name.lower().rstrip("."))
-    return str(domain) if domain else None
 
 
 @dataclass
 class IngestResult:
+    """What one batch of reports did: counts, per-report errors, what was learned or suggested."""
+
     accepted: int = 0
     duplicate: int = 0
     refused: int = 0
@@ -204,11 +192,13 @@ class Learner:
         confirmed names share a registrable domain."""
         if report.client_name == "unknown":
             return None
-        domain = parent_domain(report.client_name)
+        domain = registrable_domain(report.client_name)
         if domain is None:
             return None
         pair = await ReportRepository(session).pair_reports(report.sender_norm, report.recipient, since)
-        members = [r for r in pair if r.client_name != "unknown" and parent_domain(r.client_name) == domain]
+        members = [
+            r for r in pair if r.client_name != "unknown" and registrable_domain(r.client_name) == domain
+        ]
         addresses = sorted({r.client_ip for r in members})
         if len(addresses) < 2:
             return None
@@ -234,11 +224,14 @@ class Learner:
         if suggestion is None or suggestion.status != "open":
             return None
         if self.settings.auto_approve_pools:
-            await approve(session, suggestion.id, actor="learning (auto_approve_pools)", now=now)
+            await approve_suggestion(session, suggestion.id, actor="learning (auto_approve_pools)", now=now)
         return domain
 
 
-async def approve(session: AsyncSession, suggestion_id: int, *, actor: str, now: datetime) -> tuple[Any, Any]:
+async def approve_suggestion(
+    session: AsyncSession, suggestion_id: int, *, actor: str, now: datetime
+) -> tuple[Suggestion, Entry]:
+    """Whitelist a suggestion's domain (inside the caller's unit of work), audited."""
     suggestions = SuggestionRepository(session)
     suggestion = await suggestions.get(suggestion_id)
     if suggestion.status != "open":
@@ -254,13 +247,3 @@ async def approve(session: AsyncSession, suggestion_id: int, *, actor: str, now:
         now, actor, "suggestion.approve", suggestion.domain, f"entry #{entry.id}"
     )
     return suggestion, entry
-
-
-async def reject(session: AsyncSession, suggestion_id: int, *, actor: str, now: datetime) -> Any:
-    suggestion = await SuggestionRepository(session).get(suggestion_id)
-    if suggestion.status != "open":
-        raise DuplicateEntry(f"suggestion {suggestion_id} is already {suggestion.status}")
-    suggestion.status = "rejected"
-    suggestion.updated_at = now
-    await AuditRepository(session).add(now, actor, "suggestion.reject", suggestion.domain)
-    return suggestion

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from s25rbl.clock import Clock, SystemClock
-from s25rbl.entries import IPAddress
-from s25rbl.resolve.client import AAAA, PTR, A, LookupResult, LookupStatus, Resolver, reverse_name
-from s25rbl.verdict.model import RdnsResult
+from s25rbl.lists.values import IPAddress
+from s25rbl.resolve.codec import AAAA, PTR, A, LookupResult, LookupStatus, Resolver, reverse_name
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,21 @@ TEMPFAIL_CACHE_TTL = 5  # shields a failing upstream from a retry storm, yet rec
 _TEMPORARY = (LookupStatus.SERVFAIL, LookupStatus.TIMEOUT)
 
 
+@dataclass(frozen=True, slots=True)
+class RdnsResult:
+    """The reverse lookup of one address: PTR names and which of them are forward-confirmed."""
+
+    names: tuple[str, ...] = ()
+    confirmed: tuple[str, ...] = ()
+    tempfail: bool = False
+    notes: tuple[str, ...] = ()
+    ttl: int = 0
+
+
 @dataclass(slots=True)
 class LookupStats:
+    """How reverse lookups ended, counted since start."""
+
     fresh: int = 0
     cache_hits: int = 0
     coalesced: int = 0
@@ -89,12 +101,6 @@ class ReverseLookup:
         for future in self._inflight.values():
             future.cancel()
         await self._resolver.close()
-
-    def forget(self, ip: IPAddress | None = None) -> None:
-        if ip is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(ip, None)
 
     async def lookup(self, ip: IPAddress) -> tuple[RdnsResult, bool]:
         """The reverse lookup of ``ip`` and whether it came from the cache."""

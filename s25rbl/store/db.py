@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -26,13 +27,16 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
 # Errors that mean "the database is not there right now", as opposed to a bad statement.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
-try:  # asyncpg raises its own errors while (re)connecting, before SQLAlchemy can wrap them
-    import asyncpg
-
-    _UNAVAILABLE += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
-except ImportError:  # pragma: no cover - SQLite-only installs
-    pass
+# asyncpg raises its own errors while (re)connecting, before SQLAlchemy can wrap them.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from s25rbl.lists.values import EntryKind, EntrySource, ListName
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -48,28 +50,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
+    """The tables, with constraint names that stay the same on every database."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class ListName(enum.StrEnum):
-    WHITE = "white"
-    BLACK = "black"
-
-
-class EntryKind(enum.StrEnum):
-    IP = "ip"
-    CIDR = "cidr"
-    HOSTNAME = "hostname"
-    DOMAIN = "domain"
-    REGEX = "regex"
-    RULE = "rule"  # an operator-added S25R-style rule: a listing pattern at step 8
-
-
-class EntrySource(enum.StrEnum):
-    MANUAL = "manual"
-    IMPORTED = "imported"
-    BUILTIN = "builtin"
-    LEARNED = "learned"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s25rbl.entries import EntryRow, IPAddress
 from s25rbl.errors import InvalidEntry
-from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, IPAddress, ListName
 from s25rbl.verdict.model import Match
 from s25rbl.verdict.regexes import RegexIndex
 from s25rbl.verdict.s25r import first_general_rule

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from s25rbl.store.models import EntryKind, ListName
+from s25rbl.lists.values import EntryKind, ListName
+from s25rbl.resolve.rdns import RdnsResult
 
 
 class Code(enum.IntEnum):
@@ -39,7 +40,6 @@ class Step(enum.StrEnum):
     NO_CONFIRMED_NAME = "no-confirmed-name"
     S25R_RULE = "s25r-rule"
     CLEAN = "clean"
-    OVERLOAD = "overload"
     IP_LITERAL = "ip-literal"
 
 
@@ -61,23 +61,11 @@ class Match:
     value: str
     matched: str  # what it matched: the address or the name
 
-    def describe(self) -> str:
-        return f"{self.list}list {self.kind} {self.value!r} (entry {self.entry_id}) matched {self.matched}"
-
-
-@dataclass(frozen=True, slots=True)
-class RdnsResult:
-    """The reverse lookup of one address: PTR names and which of them are forward-confirmed."""
-
-    names: tuple[str, ...] = ()
-    confirmed: tuple[str, ...] = ()
-    tempfail: bool = False
-    notes: tuple[str, ...] = ()
-    ttl: int = 0
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """What the pipeline decided about an address or a name, and why."""
+
     code: Code
     step: Step
     address: str

@@ -10,13 +10,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 from s25rbl.clock import Clock, SystemClock
-from s25rbl.entries import EntryRow, IPAddress
-from s25rbl.resolve.rdns import ReverseLookup
+from s25rbl.lists.values import EntryRow, IPAddress, parse_address_literal
+from s25rbl.resolve.rdns import RdnsResult, ReverseLookup
+from s25rbl.verdict.hits import HitCounter
 from s25rbl.verdict.lists import ListIndex, to_match
-from s25rbl.verdict.model import Code, Match, RdnsResult, Step, Verdict
+from s25rbl.verdict.model import Code, Step, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -24,43 +24,10 @@ TEST_LISTED = ipaddress.IPv4Address("127.0.0.2")
 TEST_UNLISTED = ipaddress.IPv4Address("127.0.0.1")
 
 
-class HitCounter:
-    """Entry hits counted in memory and written in batches, never a write per query.
-
-    A hit costs two dict updates and a monotonic clock read (answer-cache hits count too);
-    the wall-clock time of each entry's last hit is worked out when a batch is taken.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._counts: dict[int, int] = {}
-        self._last: dict[int, float] = {}  # clock.monotonic() of the last hit
-
-    def hit(self, match: Match | None) -> None:
-        if match is not None:
-            self.hit_entry(match.entry_id)
-
-    def hit_entry(self, entry_id: int) -> None:
-        counts = self._counts
-        counts[entry_id] = counts.get(entry_id, 0) + 1
-        self._last[entry_id] = self._clock.monotonic()
-
-    def take(self) -> dict[int, tuple[int, datetime]]:
-        counts, last = self._counts, self._last
-        self._counts, self._last = {}, {}
-        now, mono = self._clock.now(), self._clock.monotonic()
-        return {i: (n, now - timedelta(seconds=mono - last[i])) for i, n in counts.items()}
-
-    def restore(self, batch: dict[int, tuple[int, datetime]]) -> None:
-        """Put back a batch that could not be written, merged with hits counted since."""
-        now, mono = self._clock.now(), self._clock.monotonic()
-        for entry_id, (count, last) in batch.items():
-            self._counts[entry_id] = self._counts.get(entry_id, 0) + count
-            if entry_id not in self._last:
-                self._last[entry_id] = mono - (now - last).total_seconds()
-
-
 class VerdictEngine:
+    """The verdict on an address (product §4) or a hostname (§3a), from the current lists and
+    reverse lookups; counts the entries that decide."""
+
     def __init__(
         self,
         lists: Callable[[], ListIndex],
@@ -110,7 +77,7 @@ class VerdictEngine:
             return Verdict(Code.S25R, Step.TEST_ENTRY, name, rule="test")
         if name == "invalid":
             return Verdict(Code.NOT_LISTED, Step.TEST_ENTRY, name)
-        literal = _ip_literal(name)
+        literal = parse_address_literal(name)
         if literal is not None:
             # An address where a name should be (HELO [192.0.2.1], or a client without a
             # name): judged as rule 0 judges a client without a confirmed name, if wanted.
@@ -192,16 +159,3 @@ class VerdictEngine:
     def _decided(self, verdict: Verdict) -> Verdict:
         self.hits.hit(verdict.match)
         return verdict
-
-
-def _ip_literal(name: str) -> IPAddress | None:
-    """``192.0.2.1`` or ``[192.0.2.1]`` / ``[ipv6:2001:db8::1]`` as written in a HELO."""
-    text = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-    if text.startswith("ipv6:"):
-        text = text[5:]
-    if not text or not (text[0].isdigit() or ":" in text):
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None

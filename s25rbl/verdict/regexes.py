@@ -21,8 +21,8 @@ from typing import Any
 
 import re2
 
-from s25rbl.entries import MAX_REGEX_LENGTH, EntryRow, compile_regex
 from s25rbl.errors import InvalidEntry
+from s25rbl.lists.values import MAX_REGEX_LENGTH, EntryRow, compile_regex, re2_options
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,6 @@ def suffix_key(pattern: str) -> str | None:
     text = pattern[start : tail.end()].replace("\\", "").lower()
     dot = text.find(".")
     return text[dot:] if dot >= 0 else None
-
-
-def _options() -> Any:
-    options = re2.Options()
-    options.case_sensitive = False
-    options.log_errors = False
-    options.max_mem = SET_MEMORY
-    return options
 
 
 Chunk = tuple[list[EntryRow], Any]  # rows in id order, and their compiled RE2 set
@@ -213,7 +205,7 @@ def _compile(rows: list[EntryRow], refused: list[tuple[EntryRow, str]]) -> list[
 def _try_set(rows: list[EntryRow]) -> Any | None:
     if not rows:
         return None
-    regex_set = re2.Set.SearchSet(_options())
+    regex_set = re2.Set.SearchSet(re2_options(SET_MEMORY))
     try:
         for row in rows:
             regex_set.Add(row.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +16,10 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(tmp_path: Path, database_url: str) -> Cli:
+    # Only what the child needs; coverage's and the import path's variables pass through.
+    passed = {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_") or k == "PYTHONPATH"}
     env = {
+        **passed,
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
         "S25RBL_DATABASE__URL": database_url,

@@ -80,9 +80,9 @@ def test_dockerfile_copies_only_files_that_exist() -> None:
 
 
 def test_systemd_units_run_the_commands_the_cli_has() -> None:
-    from s25rbl.cli import build_parser
+    from s25rbl.cli.parser import build_parser, subcommands
 
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    commands = set(subcommands(build_parser()))
     for unit in (DEPLOY / "systemd").glob("*.service"):
         exec_start = re.search(r"^ExecStart=(.+)$", unit.read_text(), re.MULTILINE)
         assert exec_start, unit

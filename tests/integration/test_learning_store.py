@@ -9,17 +9,18 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from s25rbl.clock import FakeClock
 from s25rbl.config import LearningSettings
-from s25rbl.entries import EntrySpec
-from s25rbl.jobs import expire_once
+from s25rbl.jobs.expiry import expire_once
 from s25rbl.learning.ingest import Learner
-from s25rbl.service import add_entry
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
+from s25rbl.service import Services
 from s25rbl.store.db import Store, migrate
-from s25rbl.store.models import Entry, EntryKind, EntrySource, ListName, Report
-from s25rbl.store.repository import EntryRepository
+from s25rbl.store.entries import EntryRepository
+from s25rbl.store.models import Entry, Report
+from tests.support.clock import FakeClock
 
-SETTINGS = LearningSettings()  # 60 s, 48 h, 2 retries, 35 days
+SETTINGS = LearningSettings()
+# 60 s, 48 h, 2 retries, 35 days
 
 
 @pytest.fixture
@@ -130,7 +131,7 @@ async def test_refused_reports_say_why_and_do_not_spoil_the_batch(store: Store) 
 
 
 async def test_forbidden_address_is_never_learned(store: Store) -> None:
-    from s25rbl.store.repository import LearnBlockRepository
+    from s25rbl.store.learning import LearnBlockRepository
 
     clock = FakeClock()
     async with store.transaction() as session:
@@ -156,7 +157,7 @@ async def test_pool_retries_from_several_addresses_become_one_suggestion(store: 
         clock.advance(600)
     assert await learned(store) == []  # no single address retried
     assert results[-1].suggested == ["bigmail.example"]
-    from s25rbl.store.repository import SuggestionRepository
+    from s25rbl.store.learning import SuggestionRepository
 
     async with store.transaction() as session:
         rows = await SuggestionRepository(session).search(None)
@@ -166,21 +167,19 @@ async def test_pool_retries_from_several_addresses_become_one_suggestion(store: 
 async def test_expiry_removes_exactly_what_has_expired(store: Store) -> None:
     clock = FakeClock()
     learner = Learner(SETTINGS, clock)
-    await add_entry(
-        store,
+    await Services(store, clock).lists.add_one(
         EntrySpec(ListName.BLACK, EntryKind.IP, "192.0.2.50"),
-        clock=clock,
-        creator="t",
+        actor="t",
         expires_at=clock.now() + timedelta(hours=1),
     )
-    await add_entry(
-        store,
+    await Services(store, clock).lists.add_one(
         EntrySpec(ListName.BLACK, EntryKind.IP, "192.0.2.51"),
-        clock=clock,
-        creator="t",
+        actor="t",
         expires_at=clock.now() + timedelta(days=3),
     )
-    await add_entry(store, EntrySpec(ListName.BLACK, EntryKind.IP, "192.0.2.52"), clock=clock, creator="t")
+    await Services(store, clock).lists.add_one(
+        EntrySpec(ListName.BLACK, EntryKind.IP, "192.0.2.52"), actor="t"
+    )
     for n in range(3):
         await learner.ingest(store, [report(clock, key=f"e{n}")], "mx1")
         clock.advance(600)

@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from s25rbl.clock import FakeClock
-from s25rbl.entries import EntryRow, EntrySpec
-from s25rbl.listsync import ListSync
-from s25rbl.service import add_entry
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySpec, ListName
+from s25rbl.node.sync import ListSync
+from s25rbl.service import Services
 from s25rbl.store.db import Store, migrate
-from s25rbl.store.models import EntryKind, ListName
 from s25rbl.verdict.lists import ListIndex
+from tests.support.clock import FakeClock
 
 BUILD = ListIndex.build
 
@@ -31,7 +30,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 
 async def blacklist(store: Store, clock: FakeClock, ip: str) -> None:
-    await add_entry(store, EntrySpec(ListName.BLACK, EntryKind.IP, ip), clock=clock, creator="test")
+    await Services(store, clock).lists.add_one(EntrySpec(ListName.BLACK, EntryKind.IP, ip), actor="test")
 
 
 def listed(sync: ListSync, ip: str) -> bool:

@@ -7,7 +7,6 @@ ones send to a real ``s25rbl serve`` and see the address learned from the retrie
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from s25rbl.reporter import idempotency_key
+from s25rbl.reporter.parse import idempotency_key
 from tests.integration.api_client import Api
 from tests.integration.conftest import DYNAMIC
 from tests.integration.server import RunningServer
@@ -242,13 +241,12 @@ def interleave(rejections: list[str], start: int = 0) -> list[str]:
 
 
 def require_cli_command() -> None:
-    from s25rbl.cli import build_parser
+    from s25rbl.cli.parser import build_parser, subcommands
 
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    if "report-maillog" not in commands:
+    if "report-maillog" not in subcommands(build_parser()):
         pytest.fail(
-            "s25rbl.cli.build_parser() does not register report-maillog: call s25rbl.reporter.add_parser"
+            "s25rbl.cli.build_parser() does not register report-maillog: "
+            "call s25rbl.reporter.command.add_parser"
         )
 
 

@@ -132,7 +132,7 @@ def target(live: RunningServer) -> Target:
 
 @schema.parametrize()
 @FUZZ_SETTINGS
-def test_the_live_api_conforms_to_its_spec(case: schemathesis.Case, target: Target) -> None:
+def test_the_live_api_conforms_to_its_spec(case: schemathesis.Case[Any], target: Target) -> None:
     checks = [check for check in CHECKS if check not in NOT_APPLICABLE.get(case.operation.label, ())]
     case.call_and_validate(base_url=target.base_url, headers=target.headers, checks=checks, timeout=30)
 

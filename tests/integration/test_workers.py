@@ -21,7 +21,7 @@ from tests.support.fakedns import FakeAuthority
 
 def ask_from_many_ports(host: str, port: int, qname: str, count: int = 40) -> list[int]:
     """Ask from ``count`` fresh sockets: SO_REUSEPORT spreads them over the workers."""
-    rcodes = []
+    rcodes: list[int] = []
     for _ in range(count):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))

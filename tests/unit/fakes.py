@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from s25rbl.resolve.client import AAAA, PTR, A, LookupResult, LookupStatus, reverse_name
+from s25rbl.resolve.codec import AAAA, PTR, A, LookupResult, LookupStatus, reverse_name
 
 
 class DictResolver:

@@ -8,15 +8,15 @@ import struct
 import dnslib
 import pytest
 
-from s25rbl.clock import FakeClock
-from s25rbl.dns.handler import AnswerSettings, Responder
+from s25rbl.dns.answers import AnswerSettings
+from s25rbl.dns.handler import Responder
 from s25rbl.dns.zones import ZoneKind, ZoneTable
-from s25rbl.entries import EntryRow
-from s25rbl.resolve.client import LookupStatus
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
+from s25rbl.resolve.codec import LookupStatus
 from s25rbl.resolve.rdns import TEMPFAIL_CACHE_TTL, ReverseLookup
-from s25rbl.store.models import EntryKind, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
+from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
 
 BL, WL, HL = "bl.example", "wl.example", "hl.example"
@@ -80,7 +80,7 @@ def packet(
     q = dnslib.DNSRecord.question(name, qtype)
     q.header.id = qid
     if edns is not None:
-        q.add_ar(dnslib.EDNS0(udp_len=edns, flags="do" if do else ""))  # type: ignore[call-overload]
+        q.add_ar(dnslib.EDNS0(udp_len=edns, flags="do" if do else ""))
     raw: bytes = q.pack()
     return raw
 

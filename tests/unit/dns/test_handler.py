@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import dnslib
 import pytest
 
-from s25rbl.dns.handler import AnswerSettings, Responder
+from s25rbl.dns.answers import AnswerSettings
+from s25rbl.dns.handler import Responder
 from s25rbl.dns.zones import ZoneKind, ZoneTable
-from s25rbl.entries import EntryRow
-from s25rbl.resolve.client import LookupStatus
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
+from s25rbl.resolve.codec import LookupStatus
 from s25rbl.resolve.rdns import ReverseLookup
-from s25rbl.store.models import EntryKind, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.unit.fakes import DictResolver
@@ -224,26 +224,6 @@ async def test_edns_version_1_is_answered_badvers(responder: Responder) -> None:
     assert not reply.rr
 
 
-async def test_answer_that_does_not_fit_sets_tc_and_keeps_the_question(responder: Responder) -> None:
-    from s25rbl.dns import wire
-
-    request = wire.parse_request(dnslib.DNSRecord.question(f"2.0.0.127.{BL}", "TXT").pack())
-    big = wire.record(wire.pointer(12), wire.TYPE_TXT, 60, wire.txt_rdata("x" * 600))
-    raw = wire.message(request, wire.NOERROR, aa=True, answer=[big], limit=512)
-    reply = dnslib.DNSRecord.parse(raw)
-    assert reply.header.tc == 1
-    assert not reply.rr
-    assert str(reply.q.qname) == f"2.0.0.127.{BL}."
-    assert len(wire.message(request, wire.NOERROR, answer=[big], limit=65535)) > 600
-
-
-def test_long_txt_is_split_into_255_octet_strings() -> None:
-    from s25rbl.dns import wire
-
-    rdata = wire.txt_rdata("y" * 300)
-    assert rdata[0] == 255 and rdata[256] == 45
-
-
 MALFORMED = [
     ("empty", b"", None),
     ("short-header", b"\x12\x34\x01", None),
@@ -276,7 +256,7 @@ async def test_internal_error_answers_servfail(responder: Responder) -> None:
     def broken(ip: object) -> None:
         raise RuntimeError("boom")
 
-    responder.engine.decide_fast = broken  # type: ignore[assignment,method-assign]
+    responder.engine.decide_fast = broken  # type: ignore[method-assign]
     raw = await ask(responder, dnslib.DNSRecord.question(f"2.0.0.127.{BL}", "A").pack())
     assert raw is not None
     assert dnslib.DNSRecord.parse(raw).header.rcode == 2

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dnslib
 import pytest
 
-from s25rbl.dns.handler import AnswerSettings, Responder
+from s25rbl.dns.answers import AnswerSettings
+from s25rbl.dns.handler import Responder
 from s25rbl.dns.zones import ZoneKind, ZoneTable
-from s25rbl.entries import EntryRow
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.resolve.rdns import ReverseLookup
-from s25rbl.store.models import EntryKind, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.unit.fakes import DictResolver

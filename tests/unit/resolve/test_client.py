@@ -18,16 +18,8 @@ from dnslib import QTYPE, RCODE, RR, DNSLabel, DNSRecord
 from dnslib import SOA as RD_SOA
 from dnslib import A as RD_A
 
-from s25rbl.resolve.client import (
-    AAAA,
-    PTR,
-    A,
-    LookupResult,
-    LookupStatus,
-    Resolver,
-    StubResolver,
-    reverse_name,
-)
+from s25rbl.resolve.client import StubResolver
+from s25rbl.resolve.codec import AAAA, PTR, A, LookupResult, LookupStatus, Resolver, reverse_name
 
 # One question + one OPT RR of 11 bytes is what StubResolver sends.
 _OPT_LEN = 11

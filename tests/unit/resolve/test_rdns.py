@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from s25rbl.clock import FakeClock
-from s25rbl.resolve.client import PTR, LookupStatus
+from s25rbl.resolve.codec import PTR, LookupStatus
 from s25rbl.resolve.rdns import ReverseLookup
+from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
 
 IP = ipaddress.ip_address("203.0.113.7")

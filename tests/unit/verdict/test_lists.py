@@ -6,8 +6,7 @@ import ipaddress
 
 import pytest
 
-from s25rbl.entries import EntryRow
-from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 
 W, B = ListName.WHITE, ListName.BLACK

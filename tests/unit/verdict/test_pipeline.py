@@ -6,10 +6,9 @@ import ipaddress
 
 import pytest
 
-from s25rbl.entries import EntryRow
-from s25rbl.resolve.client import LookupStatus
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
+from s25rbl.resolve.codec import LookupStatus
 from s25rbl.resolve.rdns import ReverseLookup
-from s25rbl.store.models import EntryKind, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.model import Code, Step
 from s25rbl.verdict.pipeline import VerdictEngine

@@ -7,8 +7,7 @@ import random
 import pytest
 import re2
 
-from s25rbl.entries import MAX_REGEX_LENGTH, EntryRow
-from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.lists.values import MAX_REGEX_LENGTH, EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.verdict import regexes
 from s25rbl.verdict.regexes import RegexIndex, suffix_key
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from s25rbl.entries import EntryRow
-from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex, RuleIndex
 from s25rbl.verdict.s25r import GENERAL_RULES, match_general
 

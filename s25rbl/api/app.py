@@ -1,0 +1,54 @@
+"""The REST API as one aiohttp application: middlewares, routes, and the open endpoints
+(``/healthz``, ``/readyz``, ``/metrics``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from s25rbl.api import entries, learning, observe
+from s25rbl.api.auth import auth_middleware
+from s25rbl.api.context import CONTEXT, ApiContext, context_of
+from s25rbl.api.metrics import metrics_middleware
+from s25rbl.api.problems import problems_middleware
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    lists = context_of(request).lists
+    ready = lists.loaded and lists.healthy
+    body = {"ready": ready, "lists_loaded": lists.loaded, "store": lists.healthy}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(context_of(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup_routes(app: web.Application) -> None:
+    """Every route of the API (``openapi.yaml`` describes exactly these)."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    observe.setup(app)
+    entries.setup(app)
+    learning.setup(app)
+
+
+def create_api(context: ApiContext) -> web.Application:
+    api = context.settings.api
+    app = web.Application(
+        middlewares=[
+            metrics_middleware(context.metrics),
+            problems_middleware,
+            auth_middleware(context.tokens, api.metrics_public),
+        ],
+        client_max_size=api.max_body,
+    )
+    app[CONTEXT] = context
+    setup_routes(app)
+    return app

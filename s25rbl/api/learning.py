@@ -1,0 +1,102 @@
+"""Routes of the learning loop: reports in; learned entries and pool suggestions for review."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from s25rbl.api import schemas
+from s25rbl.api.auth import principal_of, requires
+from s25rbl.api.context import context_of
+from s25rbl.api.problems import Problem
+from s25rbl.errors import InvalidEntry
+from s25rbl.learning.ingest import MAX_BATCH
+from s25rbl.lists.values import check_reason, parse_ip
+from s25rbl.service.learning import SUGGESTION_STATUSES
+from s25rbl.service.views import entry_dict, forbidden_dict, learned_dicts, suggestion_dict
+
+
+@requires("report")
+async def reports_create(request: web.Request) -> web.Response:
+    context = context_of(request)
+    body = await schemas.read_json(request)
+    if isinstance(body, dict) and "reports" in body:
+        schemas.only_params(body, {"reports"})
+        items = body["reports"]
+        if not isinstance(items, list) or not items:
+            raise Problem(
+                422, "reports: must be a non-empty array", errors=[{"field": "reports", "problem": "empty"}]
+            )
+        if len(items) > MAX_BATCH:
+            raise Problem(413, f"at most {MAX_BATCH} reports per request; got {len(items)}")
+    else:
+        items = [body]
+    result = await context.services.learning.report(items, reporter=principal_of(request).actor)
+    for outcome in ("accepted", "duplicate", "refused"):
+        context.metrics.reports.labels(outcome).inc(getattr(result, outcome))
+    return web.json_response(result.as_json(), status=202)
+
+
+@requires("read")
+async def learned_list(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"cursor", "limit"})
+    after, limit = schemas.page_params(request.query)
+    page = await context_of(request).services.learning.learned(after_id=after, limit=limit + 1)
+    items = learned_dicts(page)
+    next_cursor = str(page.entries[limit - 1].id) if len(page.entries) > limit else None
+    forbidden = [forbidden_dict(b) for b in page.forbidden]
+    return web.json_response({"items": items[:limit], "next_cursor": next_cursor, "forbidden": forbidden})
+
+
+@requires("write")
+async def learned_delete(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"forbid", "reason"})
+    try:
+        ip = str(parse_ip(request.match_info["ip"], "ip"))
+        reason = check_reason(request.query.get("reason", ""))
+    except InvalidEntry as exc:
+        raise schemas.field_problem(exc) from None
+    forbid = schemas.bool_param(request.query, "forbid") is True
+    learning = context_of(request).services.learning
+    await learning.revoke(ip, actor=principal_of(request).actor, forbid=forbid, reason=reason)
+    return web.Response(status=204)
+
+
+@requires("read")
+async def suggestions_list(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"status", "cursor", "limit"})
+    status = request.query.get("status")
+    if status is not None and status not in SUGGESTION_STATUSES:
+        raise Problem(
+            422, "status: use open, approved or rejected", errors=[{"field": "status", "problem": "enum"}]
+        )
+    after, limit = schemas.page_params(request.query)
+    rows = await context_of(request).services.learning.suggestions(status, after_id=after, limit=limit + 1)
+    return web.json_response(schemas.page(rows, limit, suggestion_dict))
+
+
+@requires("write")
+async def suggestion_approve(request: web.Request) -> web.Response:
+    learning = context_of(request).services.learning
+    suggestion, entry = await learning.approve(
+        schemas.path_id(request, "suggestion"), actor=principal_of(request).actor
+    )
+    return web.json_response({"suggestion": suggestion_dict(suggestion), "entry": entry_dict(entry)})
+
+
+@requires("write")
+async def suggestion_reject(request: web.Request) -> web.Response:
+    learning = context_of(request).services.learning
+    suggestion = await learning.reject(
+        schemas.path_id(request, "suggestion"), actor=principal_of(request).actor
+    )
+    return web.json_response(suggestion_dict(suggestion))
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/reports", reports_create)
+    r.add_get("/v1/learned", learned_list)
+    r.add_delete("/v1/learned/{ip}", learned_delete)
+    r.add_get("/v1/suggestions", suggestions_list)
+    r.add_post("/v1/suggestions/{id}/approve", suggestion_approve)
+    r.add_post("/v1/suggestions/{id}/reject", suggestion_reject)

@@ -1,0 +1,95 @@
+"""Routes that look without changing anything: verdict explanations, figures, the audit log
+and the API's own description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from s25rbl.api import schemas
+from s25rbl.api.auth import requires
+from s25rbl.api.context import context_of
+from s25rbl.api.problems import Problem
+from s25rbl.errors import InvalidEntry
+from s25rbl.lists.values import parse_address_literal, parse_hostname, parse_ip
+from s25rbl.node.counters import LOOKUP_OUTCOMES
+from s25rbl.service.views import audit_dict
+
+
+def spec_path() -> Path:
+    """openapi.yaml: inside the installed wheel, or at the top of a source checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "openapi.yaml"
+    return packaged if packaged.is_file() else Path(__file__).resolve().parents[2] / "openapi.yaml"
+
+
+@requires("read")
+async def check_ip(request: web.Request) -> web.Response:
+    try:
+        ip = parse_ip(request.match_info["ip"], "ip")
+    except InvalidEntry as exc:
+        raise schemas.field_problem(exc) from None
+    verdict = await context_of(request).engine.decide(ip)
+    return web.json_response(verdict.explain())
+
+
+@requires("read")
+async def check_name(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"name"})
+    raw = request.query.get("name")
+    if not raw:
+        raise Problem(422, "name: is required", errors=[{"field": "name", "problem": "is required"}])
+    if raw.startswith("[") and raw.endswith("]"):
+        # An address literal as written in a HELO: [192.0.2.1] or [IPv6:2001:db8::1].
+        if parse_address_literal(raw) is None:
+            raise schemas.field_problem(InvalidEntry("name", "not a hostname or an address literal"))
+        name = raw.lower()
+    else:
+        try:
+            name = parse_hostname(raw, "name")
+        except InvalidEntry as exc:
+            raise schemas.field_problem(exc) from None
+    verdict = context_of(request).engine.decide_name(name)
+    return web.json_response({"name": name, **verdict.explain()})
+
+
+@requires("read")
+async def stats(request: web.Request) -> web.Response:
+    context = context_of(request)
+    counters = context.counters()  # with dns.workers: every worker's, added up
+    queries: dict[str, dict[str, int]] = {}
+    for (zone, result, _step), count in counters.queries.items():
+        queries.setdefault(zone, {})
+        queries[zone][result] = queries[zone].get(result, 0) + count
+    return web.json_response(
+        {
+            "queries": queries,
+            "cache_hit_rate": counters.cache_hit_rate,
+            "lookups": {k: counters.lookups[k] for k in LOOKUP_OUTCOMES},
+            "lookups_in_flight": counters.inflight,
+            "lists": context.lists.index.sizes(),
+            "list_version": context.lists.index.version,
+        }
+    )
+
+
+@requires("admin")
+async def audit(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"cursor", "limit"})
+    after, limit = schemas.page_params(request.query)
+    events = await context_of(request).services.audit.events(after_id=after, limit=limit + 1)
+    return web.json_response(schemas.page(events, limit, audit_dict))
+
+
+@requires("read")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=spec_path().read_text(encoding="utf-8"), content_type="application/yaml")
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/check/{ip}", check_ip)
+    r.add_get("/v1/check", check_name)
+    r.add_get("/v1/stats", stats)
+    r.add_get("/v1/audit", audit)
+    r.add_get("/v1/openapi.yaml", openapi)

@@ -1,0 +1,228 @@
+"""The CLI's commands: each takes the settings and its parsed arguments, returns the exit status.
+
+List commands act through a ``Backend``: the local store, or a server's API with ``--api``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from s25rbl import __version__
+from s25rbl.api.client import ApiClient
+from s25rbl.app import open_store, serve, serve_dns_only
+from s25rbl.cli.backend import Backend, LocalBackend, RemoteBackend
+from s25rbl.cli.output import describe_entry, print_entries, show_explanation
+from s25rbl.clock import SystemClock
+from s25rbl.config import Endpoint, Settings
+from s25rbl.errors import InvalidEntry
+from s25rbl.jobs.expiry import expire_once
+from s25rbl.lists.values import (
+    EntryKind,
+    EntrySource,
+    EntrySpec,
+    ListName,
+    parse_address_literal,
+    parse_expiry,
+    parse_hostname,
+    parse_ip,
+)
+from s25rbl.node.runloop import run_loop
+from s25rbl.service import Services
+from s25rbl.service.tokens import parse_scopes
+from s25rbl.store.db import Store, current_revision, migrate
+from s25rbl.store.entries import EntryFilter
+
+T = TypeVar("T")
+
+
+def _remote(args: argparse.Namespace) -> ApiClient | None:
+    """The API client when the command should go through a server's API, else None."""
+    url = getattr(args, "api", None) or os.environ.get("S25RBL_API_URL")
+    if not url:
+        return None
+    return ApiClient(url, getattr(args, "token", None) or os.environ.get("S25RBL_API_TOKEN"))
+
+
+def _with_backend(settings: Settings, args: argparse.Namespace, work: Callable[[Backend], Awaitable[T]]) -> T:
+    api = _remote(args)
+
+    async def run() -> T:
+        backend: Backend = RemoteBackend(api) if api is not None else await LocalBackend.open(settings)
+        try:
+            return await work(backend)
+        finally:
+            await backend.close()
+
+    return run_loop(run())
+
+
+def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    async def run() -> T:
+        clock = SystemClock()
+        store: Store = await open_store(settings, clock)
+        try:
+            return await work(Services(store, clock, settings.learning))
+        finally:
+            await store.close()
+
+    return run_loop(run())
+
+
+# --- serving and the store -----------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    def ready(dns: list[Endpoint], api: Endpoint | None) -> None:
+        where = ", ".join(str(e) for e in dns)
+        only = " (DNS only)" if api is None else ""
+        print(f"s25rbl {__version__} serving DNS (udp+tcp) on {where}{only}", flush=True)
+        print(
+            f"  blocklist zone {settings.dns.zone}, whitelist zone {settings.dns.whitelist_zone}", flush=True
+        )
+        if api is not None:
+            print(f"  API on http://{api}/  store {settings.database.url}", flush=True)
+        first = dns[0]
+        print(f"  try: dig @{first.host} -p {first.port} 2.0.0.127.{settings.dns.zone} A", flush=True)
+
+    try:
+        if args.dns_only:
+            run_loop(serve_dns_only(settings, ready=ready))
+        else:
+            run_loop(serve(settings, ready))
+    except OSError as exc:
+        # A port taken or not ours to bind: say which, without a traceback.
+        print(f"s25rbl: cannot listen: {exc.strerror or exc} ({_listen_summary(settings)})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _listen_summary(settings: Settings) -> str:
+    dns = ", ".join(str(e) for e in settings.dns.listen)
+    return f"DNS {dns}, API {settings.api.listen}"
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    migrate(settings.database.url, args.revision)
+    print(f"database at revision {current_revision(settings.database.url)}")
+    return 0
+
+
+def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(services: Services) -> dict[str, int]:
+        return await expire_once(services.store, services.clock, settings.learning)
+
+    removed = _with_services(settings, work)
+    print(", ".join(f"{count} {kind}" for kind, count in removed.items()) + " removed")
+    return 0
+
+
+# --- verdicts ------------------------------------------------------------------------------
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.ip is None) == (args.name is None):
+        raise InvalidEntry("check", "give an IP address or --name HOST (one of them)")
+    ip = str(parse_ip(args.ip, "IP")) if args.ip is not None else None
+    name = None
+    if args.name is not None and args.name.startswith("["):  # an address literal as in a HELO
+        if parse_address_literal(args.name) is None:
+            raise InvalidEntry("--name", f"{args.name!r} is not a hostname or an address literal")
+        name = args.name
+    elif args.name is not None:
+        name = parse_hostname(args.name, "--name")
+    explanation = _with_backend(settings, args, lambda backend: backend.check(ip, name))
+    show_explanation(explanation, args.json)
+    return 0
+
+
+# --- entries -------------------------------------------------------------------------------
+
+
+def cmd_entries_add(settings: Settings, args: argparse.Namespace) -> int:
+    spec = EntrySpec.build(args.list, args.kind, args.value, args.reason or "")
+    expires = parse_expiry(args.expires, "--expires", datetime.now(UTC)) if args.expires else None
+    added = _with_backend(settings, args, lambda backend: backend.add_entry(spec, expires, args.creator))
+    print(f"added entry {added['id']}: {describe_entry(added)}")
+    return 0
+
+
+def cmd_entries_list(settings: Settings, args: argparse.Namespace) -> int:
+    flt = EntryFilter(
+        list=ListName(args.list) if args.list else None,
+        kind=EntryKind(args.kind) if args.kind else None,
+        source=EntrySource(args.source) if args.source else None,
+        text=args.search,
+        include_expired=not args.active,
+    )
+    print_entries(_with_backend(settings, args, lambda backend: backend.list_entries(flt)), args.json)
+    return 0
+
+
+def cmd_entries_remove(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(backend: Backend) -> list[dict[str, object]]:
+        return [await backend.remove_entry(entry_id, "cli") for entry_id in args.id]
+
+    for entry in _with_backend(settings, args, work):
+        print(f"removed entry {entry['id']}: {describe_entry(entry)}")
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        print(f"s25rbl: import: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError:
+        print(f"s25rbl: import: {args.file}: not UTF-8 text", file=sys.stderr)
+        return 1
+    default_list = ListName(args.list) if args.list else None
+    added, present = _with_backend(
+        settings, args, lambda backend: backend.import_text(text, args.format, default_list, args.creator)
+    )
+    print(f"imported {added} entries from {args.file} ({present} already present)")
+    return 0
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    list_ = ListName(args.list) if args.list else None
+    text = _with_backend(settings, args, lambda backend: backend.export(args.format, list_, args.learned))
+    sys.stdout.write(text)
+    return 0
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    scopes = parse_scopes(args.scope)
+    token = _with_services(settings, lambda s: s.tokens.create(args.name, scopes, actor="cli"))
+    print(token)
+    print(
+        f"token {args.name!r} with scopes {','.join(scopes)}: shown once, stored only as a hash",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_token_list(settings: Settings, args: argparse.Namespace) -> int:
+    for t in _with_services(settings, lambda s: s.tokens.all()):
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
+        print(f"{t.name:<24} {t.scopes:<24} created {t.created_at:%Y-%m-%d %H:%M}  {used}  {state}")
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    _with_services(settings, lambda s: s.tokens.revoke(args.name, actor="cli"))
+    print(f"token {args.name!r} revoked (running servers stop accepting it within 30 s)")
+    return 0

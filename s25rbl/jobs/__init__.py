@@ -1,0 +1,1 @@
+"""Scheduled work in ``serve``: expiry of state that can no longer count (APScheduler 3.x)."""

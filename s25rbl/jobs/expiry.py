@@ -1,0 +1,82 @@
+"""Expiry: reports that can no longer count, learned entries past their lifetime, and entries
+past their expiry are removed on an interval (APScheduler 3.x, in the serve process).
+
+Each run is plain DELETEs by time in one transaction, so it is idempotent and any number of
+nodes sharing one database may run it at once: a row is deleted by whichever node gets there
+first, and the others delete nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from s25rbl.clock import Clock
+from s25rbl.config import LearningSettings
+from s25rbl.errors import StoreUnavailable
+from s25rbl.store.db import Store
+from s25rbl.store.entries import EntryRepository
+from s25rbl.store.learning import ReportRepository
+
+log = logging.getLogger(__name__)
+
+
+async def expire_once(store: Store, clock: Clock, settings: LearningSettings) -> dict[str, int]:
+    """One expiry pass; returns what it removed, by kind."""
+    now = clock.now()
+    async with store.transaction() as session:
+        reports = await ReportRepository(session).delete_older_than(now - timedelta(seconds=settings.window))
+        entries = EntryRepository(session)
+        learned = await entries.delete_expired(now, learned=True)
+        manual = await entries.delete_expired(now, learned=False)
+    removed = {"reports": reports, "learned": learned, "entries": manual}
+    if any(removed.values()):
+        log.info(
+            "expiry removed %d reports, %d learned entries, %d expired entries", reports, learned, manual
+        )
+    return removed
+
+
+class ExpiryScheduler:
+    """Runs ``expire_once`` every ``learning.expire_interval`` seconds on the event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: LearningSettings,
+        on_removed: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        self._store, self._clock, self._settings = store, clock, settings
+        self._on_removed = on_removed
+        self._scheduler = AsyncIOScheduler()
+
+    async def run(self) -> None:
+        try:
+            removed = await expire_once(self._store, self._clock, self._settings)
+        except StoreUnavailable as exc:
+            log.warning("expiry skipped, store unavailable: %s", exc)
+            return
+        if self._on_removed is not None:
+            self._on_removed(removed)
+
+    def start(self) -> None:
+        # coalesce: a node that was busy or asleep runs once, not once per missed interval;
+        # max_instances=1: a slow run is never overlapped by the next on the same node.
+        self._scheduler.add_job(
+            self.run,
+            IntervalTrigger(seconds=self._settings.expire_interval),
+            id="expire",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

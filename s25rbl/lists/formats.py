@@ -1,0 +1,318 @@
+"""List files in and out, for the CLI and the API alike: S25R-style Postfix regexp tables,
+plain lines, CSV and JSON in; Postfix, rbldnsd, CSV and JSON out. Parsing collects every bad
+line with its number; nothing is half-imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from s25rbl.errors import InvalidEntry, ListFileError
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, guess_kind
+
+FORMATS_IN = ("postfix", "csv", "json")  # postfix: a Postfix regexp table or plain lines
+FORMATS_OUT = ("postfix", "rbldnsd", "json", "csv")
+
+
+class StoredEntry(Protocol):
+    """What the exporters read of a stored entry (the store's ``Entry`` row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def list(self) -> ListName: ...
+    @property
+    def kind(self) -> EntryKind: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def source(self) -> EntrySource: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def created_by(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def hit_count(self) -> int: ...
+    @property
+    def last_hit_at(self) -> datetime | None: ...
+
+
+_WHITE_ACTIONS = {"OK", "PERMIT"}
+_BLACK_ACTIONS = {"REJECT", "DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT", "WARN", "HOLD", "DISCARD"}
+_SMTP_CODE = re.compile(r"^[45][0-9][0-9]$")
+
+
+def _action_list(action: str) -> ListName | None:
+    word = action.upper()
+    if word in _WHITE_ACTIONS:
+        return ListName.WHITE
+    if word in _BLACK_ACTIONS or _SMTP_CODE.match(word):
+        return ListName.BLACK
+    return None
+
+
+def _split_regexp(line: str) -> tuple[str, str]:
+    """``/pattern/flags rest``: the pattern (delimiter escapes kept) and the rest."""
+    delimiter = line[0]
+    i = 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == delimiter:
+            break
+        i += 1
+    else:
+        raise InvalidEntry("pattern", f"no closing {delimiter} for the regular expression")
+    pattern = line[1:i]
+    rest = line[i + 1 :]
+    flags = re.match(r"^[a-zA-Z]*", rest)
+    assert flags is not None
+    if set(flags.group(0)) - set("imx"):
+        raise InvalidEntry("flags", f"unknown regexp flags {flags.group(0)!r}")
+    return pattern, rest[flags.end() :].strip()
+
+
+def parse_list_file(text: str, default_list: ListName | None) -> list[EntrySpec]:
+    """Parse a Postfix regexp table (``/re/ OK``, ``/re/ 450 text``) or plain lines
+    (``1.2.3.4``, ``192.0.2.0/24``, ``example.com``, optionally followed by an action).
+
+    Raises ListFileError with every bad line when any line is bad.
+    """
+    specs: list[EntrySpec] = []
+    errors: list[tuple[int, str]] = []
+    seen: set[tuple[ListName, EntryKind, str]] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            spec = _parse_line(line, default_list)
+        except InvalidEntry as exc:
+            errors.append((number, str(exc)))
+            continue
+        key = (spec.list, spec.kind, spec.value)
+        if key in seen:
+            continue  # the same entry twice in one file is harmless
+        seen.add(key)
+        specs.append(spec)
+    if errors:
+        raise ListFileError(errors)
+    return specs
+
+
+def _parse_line(line: str, default_list: ListName | None) -> EntrySpec:
+    lowered = line.lower()
+    if lowered.startswith(("if ", "endif", "!")) or lowered == "if":
+        raise InvalidEntry("line", "if/endif blocks and negated patterns are not supported; flatten them")
+    if line[0] in "/":
+        pattern, rest = _split_regexp(line)
+        action, _, text = rest.partition(" ")
+        if not action:
+            raise InvalidEntry("action", "a regexp line needs an action (OK, REJECT, 450 ...)")
+        target = _action_list(action)
+        if target is None:
+            raise InvalidEntry(
+                "action", f"{action!r}: use OK/PERMIT (whitelist) or REJECT/DEFER/4xx/5xx/WARN"
+            )
+        return EntrySpec.build(target, "regex", pattern, text.strip() or f"imported {action}")
+    value, _, rest = line.partition(" ")
+    rest = rest.strip()
+    action, _, text = rest.partition(" ")
+    target = default_list
+    if action:
+        target = _action_list(action)
+        if target is None:
+            # No action word: the rest is a reason for an entry on the default list.
+            target, text = default_list, rest
+    if target is None:
+        raise InvalidEntry("list", "a plain line needs an action (OK or REJECT) or --list white|black")
+    return EntrySpec.build(target, guess_kind(value), value, text.strip())
+
+
+def parse_csv(text: str) -> list[EntrySpec]:
+    """``list,kind,value[,reason]`` rows (a header row and ``#`` rows are skipped)."""
+    errors: list[tuple[int, str]] = []
+    specs: list[EntrySpec] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise ListFileError([(reader.line_num, f"not valid CSV: {exc}")]) from None
+    for number, row in rows:
+        if not row or (number == 1 and row[:3] == ["list", "kind", "value"]) or row[0].startswith("#"):
+            continue
+        if len(row) < 3 or len(row) > 4:
+            errors.append((number, "expected list,kind,value[,reason]"))
+            continue
+        try:
+            specs.append(
+                EntrySpec.build(
+                    row[0].strip(), row[1].strip(), row[2].strip(), row[3] if len(row) > 3 else ""
+                )
+            )
+        except InvalidEntry as exc:
+            errors.append((number, str(exc)))
+    if errors:
+        raise ListFileError(errors)
+    return specs
+
+
+def parse_entry_objects(data: Any) -> list[EntrySpec]:
+    """A decoded JSON import: an array of ``{list, kind, value, reason}`` objects. Other
+    members (``id``, ``source`` ... as exported) are ignored, so an export imports again."""
+    if not isinstance(data, list):
+        raise ListFileError([(1, "a JSON import is an array of entry objects")])
+    errors: list[tuple[int, str]] = []
+    specs = []
+    for i, item in enumerate(data, start=1):
+        if not isinstance(item, dict):
+            errors.append((i, "not an object"))
+            continue
+        wrong = [k for k in ("list", "kind", "value", "reason") if k in item and not isinstance(item[k], str)]
+        if wrong:
+            errors.append((i, f"{wrong[0]}: must be a string"))
+            continue
+        try:
+            specs.append(
+                EntrySpec.build(
+                    str(item.get("list", "")),
+                    str(item.get("kind", "")),
+                    str(item.get("value", "")),
+                    str(item.get("reason", "")),
+                )
+            )
+        except InvalidEntry as exc:
+            errors.append((i, str(exc)))
+    if errors:
+        raise ListFileError(errors)
+    return specs
+
+
+def parse_import(text: str, fmt: str, default_list: ListName | None) -> list[EntrySpec]:
+    """Any import format (``FORMATS_IN``) to validated specs, all or nothing."""
+    if fmt == "csv":
+        return parse_csv(text)
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ListFileError([(exc.lineno, f"not valid JSON: {exc.msg}")]) from None
+        return parse_entry_objects(data)
+    return parse_list_file(text, default_list)
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+_ERE_SPECIAL = frozenset(".[]()*+?{}|^$\\")
+
+
+def _ere_escape(text: str) -> str:
+    """Escape for POSIX extended regexps (Postfix regexp: tables): only the metacharacters."""
+    return "".join("\\" + c if c in _ERE_SPECIAL else c for c in text)
+
+
+def _regex_for(entry: StoredEntry) -> str | None:
+    match entry.kind:
+        case EntryKind.IP | EntryKind.HOSTNAME:
+            return "^" + _ere_escape(entry.value) + "$"
+        case EntryKind.DOMAIN:
+            return "(^|\\.)" + _ere_escape(entry.value) + "$"
+        case EntryKind.REGEX | EntryKind.RULE:
+            return entry.value
+    return None
+
+
+def export_postfix(entries: Iterable[StoredEntry]) -> str:
+    """A Postfix regexp table for ``check_client_access regexp:...``: OK for the whitelist,
+    the S25R 450 text for the blacklist. CIDR entries go in a cidr: table (commented here)."""
+    lines = ["# s25rbl export: Postfix regexp table (case-insensitive)"]
+    for entry in entries:
+        action = "OK" if entry.list is ListName.WHITE else "450 4.7.1 domain check, be patient"
+        if entry.kind is EntryKind.RULE:
+            action = "450 4.7.1 S25R check, be patient"
+        if entry.reason:
+            lines.append(f"# {entry.reason}")
+        pattern = _regex_for(entry)
+        if pattern is None:
+            lines.append(f"# cidr (use a cidr: table): {entry.value} {action}")
+            continue
+        escaped = pattern.replace("/", "\\/")
+        lines.append(f"/{escaped}/ {action}")
+    return "\n".join(lines) + "\n"
+
+
+def export_rbldnsd(entries: Iterable[StoredEntry], list_: ListName = ListName.BLACK) -> str:
+    """An rbldnsd ``ip4set`` dataset of the IPv4 addresses and networks of one list."""
+    code = "127.0.0.3:domain check, be patient" if list_ is ListName.BLACK else "127.0.0.2:whitelisted"
+    lines = [f"# s25rbl export: rbldnsd ip4set of the {list_}list", f":{code}"]
+    skipped = 0
+    for entry in entries:
+        if entry.list is not list_ or entry.kind not in (EntryKind.IP, EntryKind.CIDR):
+            continue
+        net = ipaddress.ip_network(entry.value, strict=False)
+        if net.version != 4:
+            skipped += 1
+            continue
+        lines.append(str(net.network_address) if net.prefixlen == 32 else str(net))
+    if skipped:
+        lines.append(f"# {skipped} IPv6 entries left out (ip4set holds IPv4 only)")
+    return "\n".join(lines) + "\n"
+
+
+def entry_dict(entry: StoredEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "list": entry.list.value,
+        "kind": entry.kind.value,
+        "value": entry.value,
+        "reason": entry.reason,
+        "source": entry.source.value,
+        "created_at": entry.created_at.isoformat(),
+        "updated_at": entry.updated_at.isoformat(),
+        "created_by": entry.created_by,
+        "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+        "hit_count": entry.hit_count,
+        "last_hit_at": entry.last_hit_at.isoformat() if entry.last_hit_at else None,
+    }
+
+
+def export_json(entries: Sequence[StoredEntry]) -> str:
+    return json.dumps([entry_dict(e) for e in entries], indent=2) + "\n"
+
+
+def export_csv(entries: Iterable[StoredEntry]) -> str:
+    """``list,kind,value,reason`` rows with a header: what ``parse_csv`` reads back."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["list", "kind", "value", "reason"])
+    for e in entries:
+        writer.writerow([e.list.value, e.kind.value, e.value, e.reason])
+    return out.getvalue()
+
+
+def export(entries: Sequence[StoredEntry], fmt: str, list_: ListName | None) -> str:
+    """The entries in an export format (``FORMATS_OUT``); rbldnsd holds one list (default black)."""
+    if fmt == "json":
+        return export_json(entries)
+    if fmt == "csv":
+        return export_csv(entries)
+    if fmt == "rbldnsd":
+        return export_rbldnsd(entries, list_ or ListName.BLACK)
+    return export_postfix(entries)

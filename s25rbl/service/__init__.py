@@ -1,0 +1,49 @@
+"""The one write path: every change to entries, learned addresses, suggestions and tokens, from
+the REST API, the CLI or the operator's page, goes through these services. Each call is one
+unit of work on the store, audited with who made it; a change that alters DNS answers then
+calls ``changed`` (a running node reloads its lists at once; the CLI has nothing to reload,
+servers notice within ``lists.refresh_interval``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from s25rbl.clock import Clock
+from s25rbl.config import LearningSettings
+from s25rbl.learning.ingest import Learner
+from s25rbl.service.entries import Lists
+from s25rbl.service.learning import Learning
+from s25rbl.service.tokens import Audit, Tokens
+from s25rbl.store.db import Store
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Services:
+    """The services of one store, sharing its clock and its change hook."""
+
+    store: Store
+    clock: Clock
+    learning_settings: LearningSettings = field(default_factory=LearningSettings)
+    changed: Callable[[], Awaitable[None]] = _nothing
+
+    @property
+    def lists(self) -> Lists:
+        return Lists(self.store, self.clock, self.changed)
+
+    @property
+    def learning(self) -> Learning:
+        return Learning(self.store, self.clock, self.changed, Learner(self.learning_settings, self.clock))
+
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens(self.store, self.clock)
+
+    @property
+    def audit(self) -> Audit:
+        return Audit(self.store)

@@ -1,0 +1,147 @@
+"""Entries: add, change, remove, search, import and export, each one audited unit of work."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+
+from s25rbl.clock import Clock
+from s25rbl.lists.builtin import BUILTIN_WHITELIST
+from s25rbl.lists.formats import export
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
+from s25rbl.store.db import Store
+from s25rbl.store.entries import EntryFilter, EntryRepository, MetaRepository
+from s25rbl.store.models import Entry
+from s25rbl.store.tokens import AuditRepository
+
+log = logging.getLogger(__name__)
+
+BUILTIN_KEY = "builtin_whitelist_loaded_at"
+EXPORT_PAGE = 10_000  # entries read per transaction while exporting
+
+
+def describe(entry: Entry) -> str:
+    return f"{entry.list}list {entry.kind} {entry.value}"
+
+
+class Lists:
+    """The operator's lists in the store."""
+
+    def __init__(self, store: Store, clock: Clock, changed: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._clock = clock
+        self._changed = changed
+
+    async def add(
+        self,
+        items: Sequence[tuple[EntrySpec, datetime | None]],
+        *,
+        actor: str,
+        source: EntrySource = EntrySource.MANUAL,
+    ) -> list[Entry]:
+        """Add (spec, expiry) pairs, all or none: a duplicate anywhere rolls the batch back."""
+        now = self._clock.now()
+        async with self._store.transaction() as session:
+            repo, audit = EntryRepository(session), AuditRepository(session)
+            added = []
+            for spec, expires_at in items:
+                entry = await repo.add(spec, source=source, creator=actor, now=now, expires_at=expires_at)
+                await audit.add(now, actor, "entry.add", f"#{entry.id}", describe(entry))
+                added.append(entry)
+        await self._changed()
+        return added
+
+    async def add_one(self, spec: EntrySpec, *, actor: str, expires_at: datetime | None = None) -> Entry:
+        (entry,) = await self.add([(spec, expires_at)], actor=actor)
+        return entry
+
+    async def get(self, entry_id: int) -> Entry:
+        async with self._store.transaction() as session:
+            return await EntryRepository(session).get(entry_id)
+
+    async def update(
+        self,
+        entry_id: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+        clear_expiry: bool = False,
+    ) -> Entry:
+        """Change an entry's reason and/or expiry."""
+        now = self._clock.now()
+        async with self._store.transaction() as session:
+            entry = await EntryRepository(session).update(
+                entry_id, now, reason=reason, expires_at=expires_at, clear_expiry=clear_expiry
+            )
+            change = {"reason": reason, "expires_at": expires_at.isoformat() if expires_at else None}
+            await AuditRepository(session).add(now, actor, "entry.update", f"#{entry_id}", json.dumps(change))
+        await self._changed()
+        return entry
+
+    async def remove(self, entry_id: int, *, actor: str) -> Entry:
+        now = self._clock.now()
+        async with self._store.transaction() as session:
+            entry = await EntryRepository(session).remove(entry_id, now)
+            await AuditRepository(session).add(now, actor, "entry.remove", f"#{entry_id}", describe(entry))
+        await self._changed()
+        return entry
+
+    async def search(self, flt: EntryFilter, *, after_id: int = 0, limit: int = 1000) -> Sequence[Entry]:
+        async with self._store.transaction() as session:
+            return await EntryRepository(session).search(
+                flt, self._clock.now(), after_id=after_id, limit=limit
+            )
+
+    async def every(self, flt: EntryFilter) -> AsyncIterator[Entry]:
+        """Every entry the filter selects, read a page per transaction: no limit, no long lock."""
+        after = 0
+        while True:
+            page = await self.search(flt, after_id=after, limit=EXPORT_PAGE)
+            for entry in page:
+                yield entry
+            if len(page) < EXPORT_PAGE:
+                return
+            after = page[-1].id
+
+    async def import_specs(self, specs: Sequence[EntrySpec], *, actor: str) -> tuple[int, int]:
+        """Add every spec not already present, in one transaction. Returns (added, already present)."""
+        now = self._clock.now()
+        async with self._store.transaction() as session:
+            added, present = await EntryRepository(session).add_missing(
+                specs, source=EntrySource.IMPORTED, creator=actor, now=now
+            )
+            await AuditRepository(session).add(now, actor, "import", "", f"{added} added, {present} present")
+        if added:
+            await self._changed()
+        return added, present
+
+    async def export(self, fmt: str, list_: ListName | None, *, learned: bool = True) -> str:
+        """Every unexpired entry of ``list_`` (both lists if None) in an export format;
+        ``learned=False`` leaves out addresses learned from retries."""
+        entries = [
+            e
+            async for e in self.every(EntryFilter(list=list_, include_expired=False))
+            if learned or e.source is not EntrySource.LEARNED
+        ]
+        return export(entries, fmt, list_)
+
+
+async def load_builtin_whitelist(store: Store, *, clock: Clock) -> int:
+    """Add the starter whitelist once per database; later removals by the operator stick."""
+    now = clock.now()
+    async with store.transaction() as session:
+        repo, meta = EntryRepository(session), MetaRepository(session)
+        if await meta.get(BUILTIN_KEY) is not None or await repo.has_source(EntrySource.BUILTIN):
+            return 0
+        added = 0
+        for domain, reason in BUILTIN_WHITELIST:
+            spec = EntrySpec(ListName.WHITE, EntryKind.DOMAIN, domain, reason)
+            if await repo.find(spec.list, spec.kind, spec.value) is None:
+                await repo.add(spec, source=EntrySource.BUILTIN, creator="s25rbl", now=now)
+                added += 1
+        await meta.set(BUILTIN_KEY, now.isoformat())
+    log.info("builtin whitelist: %d domains added", added)
+    return added

@@ -1,0 +1,64 @@
+"""The JSON shape of what the store holds, the same for the API, the CLI and the page."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from s25rbl.lists.formats import entry_dict
+from s25rbl.service.learning import LearnedPage
+from s25rbl.store.models import AuditEvent, LearnBlock, Report, Suggestion
+
+__all__ = ["audit_dict", "entry_dict", "forbidden_dict", "learned_dicts", "report_dict", "suggestion_dict"]
+
+
+def report_dict(r: Report) -> dict[str, Any]:
+    return {
+        "time": r.reported_at.isoformat(),
+        "client_ip": r.client_ip,
+        "client_name": r.client_name,
+        "helo": r.helo,
+        "sender": r.sender,
+        "recipient": r.recipient,
+        "reporter": r.reporter,
+    }
+
+
+def forbidden_dict(b: LearnBlock) -> dict[str, Any]:
+    return {
+        "ip": b.ip,
+        "reason": b.reason,
+        "created_at": b.created_at.isoformat(),
+        "created_by": b.created_by,
+    }
+
+
+def learned_dicts(page: LearnedPage) -> list[dict[str, Any]]:
+    """Each learned entry with its evidence (the reports that taught it)."""
+    return [
+        {**entry_dict(e), "evidence": [report_dict(r) for r in page.evidence.get(e.id, ())]}
+        for e in page.entries
+    ]
+
+
+def suggestion_dict(s: Suggestion) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "domain": s.domain,
+        "status": s.status,
+        "evidence": json.loads(s.evidence),
+        "created_at": s.created_at.isoformat(),
+        "updated_at": s.updated_at.isoformat(),
+        "entry_id": s.entry_id,
+    }
+
+
+def audit_dict(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "detail": e.detail,
+    }

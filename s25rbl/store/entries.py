@@ -1,0 +1,243 @@
+"""Repositories of the lists: entries, their version counter, and small facts about the store.
+
+Repositories are the only place with SQL; they never commit: the unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from s25rbl.errors import DuplicateEntry, EntryNotFound
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, EntrySpec, ListName
+from s25rbl.store.models import Entry, ListVersion, Meta
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """What to search entries by; ``None`` fields do not filter."""
+
+    list: ListName | None = None
+    kind: EntryKind | None = None
+    source: EntrySource | None = None
+    text: str | None = None
+    include_expired: bool = True
+    only_expired: bool = False
+
+
+class EntryRepository:
+    """Entries and the list version counter nodes poll."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        spec: EntrySpec,
+        *,
+        source: EntrySource,
+        creator: str,
+        now: datetime,
+        expires_at: datetime | None = None,
+    ) -> Entry:
+        existing = await self.find(spec.list, spec.kind, spec.value)
+        if existing is not None:
+            raise DuplicateEntry(
+                f"{spec.list}list already has {spec.kind} {spec.value!r} (entry {existing.id}, "
+                f"source {existing.source}); remove it first or leave it"
+            )
+        entry = Entry(
+            list=spec.list,
+            kind=spec.kind,
+            value=spec.value,
+            reason=spec.reason,
+            source=source,
+            created_at=now,
+            updated_at=now,
+            created_by=creator,
+            expires_at=expires_at,
+            hit_count=0,
+        )
+        self.session.add(entry)
+        try:
+            async with self.session.begin_nested():
+                await self.session.flush()
+        except IntegrityError:
+            # A concurrent writer won the race between our check and our insert.
+            raise DuplicateEntry(f"{spec.list}list already has {spec.kind} {spec.value!r}") from None
+        await self.bump_version(now)
+        return entry
+
+    async def add_missing(
+        self, specs: Iterable[EntrySpec], *, source: EntrySource, creator: str, now: datetime
+    ) -> tuple[int, int]:
+        """Insert the specs not present yet, in one statement batch; (added, already present).
+
+        One query reads the existing keys and one flush writes the rest, so 100,000 entries
+        import in seconds rather than a round trip each.
+        """
+        specs = list(specs)
+        lists = {s.list for s in specs}
+        result = await self.session.execute(
+            select(Entry.list, Entry.kind, Entry.value).where(Entry.list.in_(lists))
+        )
+        existing = {(row[0], row[1], row[2]) for row in result.all()}
+        fresh = [s for s in specs if (s.list, s.kind, s.value) not in existing]
+        rows = [
+            {
+                "list": s.list,
+                "kind": s.kind,
+                "value": s.value,
+                "reason": s.reason,
+                "source": source,
+                "created_at": now,
+                "updated_at": now,
+                "created_by": creator,
+                "hit_count": 0,
+            }
+            for s in fresh
+        ]
+        try:
+            for start in range(0, len(rows), 5000):  # executemany in chunks: no ORM objects
+                await self.session.execute(insert(Entry), rows[start : start + 5000])
+        except IntegrityError:
+            raise DuplicateEntry("the lists changed while importing; run the import again") from None
+        if fresh:
+            await self.bump_version(now)
+        return len(fresh), len(specs) - len(fresh)
+
+    async def find(self, list_: ListName, kind: EntryKind, value: str) -> Entry | None:
+        result = await self.session.execute(
+            select(Entry).where(Entry.list == list_, Entry.kind == kind, Entry.value == value)
+        )
+        return result.scalar_one_or_none()
+
+    async def get(self, entry_id: int) -> Entry:
+        entry = await self.session.get(Entry, entry_id)
+        if entry is None:
+            raise EntryNotFound(f"no entry with id {entry_id}")
+        return entry
+
+    async def update(
+        self,
+        entry_id: int,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+        clear_expiry: bool = False,
+    ) -> Entry:
+        """Change an entry's reason and/or expiry."""
+        entry = await self.get(entry_id)
+        if reason is not None:
+            entry.reason = reason
+        if expires_at is not None or clear_expiry:
+            entry.expires_at = expires_at
+        entry.updated_at = now
+        await self.session.flush()
+        await self.bump_version(now)
+        return entry
+
+    async def remove(self, entry_id: int, now: datetime) -> Entry:
+        entry = await self.get(entry_id)
+        await self.session.delete(entry)
+        await self.bump_version(now)
+        return entry
+
+    async def search(
+        self, flt: EntryFilter, now: datetime, *, after_id: int = 0, limit: int = 1000
+    ) -> Sequence[Entry]:
+        query = select(Entry).where(Entry.id > after_id)
+        if flt.list is not None:
+            query = query.where(Entry.list == flt.list)
+        if flt.kind is not None:
+            query = query.where(Entry.kind == flt.kind)
+        if flt.source is not None:
+            query = query.where(Entry.source == flt.source)
+        if flt.text:
+            like = f"%{flt.text.lower()}%"
+            query = query.where(or_(func.lower(Entry.value).like(like), func.lower(Entry.reason).like(like)))
+        if not flt.include_expired:
+            query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
+        if flt.only_expired:
+            query = query.where(Entry.expires_at.is_not(None), Entry.expires_at <= now)
+        result = await self.session.execute(query.order_by(Entry.id).limit(limit))
+        return result.scalars().all()
+
+    async def active_rows(self, now: datetime) -> list[EntryRow]:
+        """The columns the indexes need, as plain rows: loads 100,000 entries in well under 2 s."""
+        result = await self.session.execute(
+            select(Entry.id, Entry.list, Entry.kind, Entry.value, Entry.source, Entry.expires_at)
+            .where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
+            .order_by(Entry.id)
+        )
+        return [EntryRow(*row) for row in result.all()]
+
+    async def has_source(self, source: EntrySource) -> bool:
+        result = await self.session.execute(select(Entry.id).where(Entry.source == source).limit(1))
+        return result.first() is not None
+
+    async def delete_expired(self, now: datetime, *, learned: bool) -> int:
+        """Remove entries past their expiry: learned ones, or the others (manual, imported)."""
+        source = Entry.source == EntrySource.LEARNED if learned else Entry.source != EntrySource.LEARNED
+        result = await self.session.execute(
+            delete(Entry).where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+        )
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed:
+            await self.bump_version(now)
+        return removed
+
+    async def record_hits(
+        self, hits: dict[int, tuple[int, datetime]], learned_lifetime: timedelta | None = None
+    ) -> None:
+        """Add batched hit counts, and renew learned entries that are still being seen.
+
+        Does not move the version: neither changes an answer now.
+        """
+        for entry_id, (count, last) in hits.items():
+            values: dict[str, object] = {"hit_count": Entry.hit_count + count, "last_hit_at": last}
+            if learned_lifetime is not None:
+                renewed = last + learned_lifetime
+                values["expires_at"] = case(
+                    (
+                        and_(Entry.source == EntrySource.LEARNED, Entry.expires_at < renewed),
+                        renewed,
+                    ),
+                    else_=Entry.expires_at,
+                )
+            await self.session.execute(update(Entry).where(Entry.id == entry_id).values(**values))
+
+    async def bump_version(self, now: datetime) -> None:
+        await self.session.execute(
+            update(ListVersion)
+            .where(ListVersion.id == 1)
+            .values(version=ListVersion.version + 1, changed_at=now)
+        )
+
+    async def version(self) -> int:
+        result = await self.session.execute(select(ListVersion.version).where(ListVersion.id == 1))
+        return int(result.scalar_one_or_none() or 0)
+
+
+class MetaRepository:
+    """Small key/value facts about this database."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, key: str) -> str | None:
+        row = await self.session.get(Meta, key)
+        return row.value if row is not None else None
+
+    async def set(self, key: str, value: str) -> None:
+        row = await self.session.get(Meta, key)
+        if row is None:
+            self.session.add(Meta(key=key, value=value))
+        else:
+            row.value = value

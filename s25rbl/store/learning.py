@@ -1,0 +1,127 @@
+"""Repositories of the learning loop: reports, forbidden addresses, pool suggestions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from s25rbl.errors import EntryNotFound
+from s25rbl.store.models import LearnBlock, Report, Suggestion
+
+
+class ReportRepository:
+    """Retry reports: stored once by idempotency key, read by triplet, pair or address."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def has_key(self, key: str) -> bool:
+        result = await self.session.execute(select(Report.id).where(Report.idempotency_key == key))
+        return result.first() is not None
+
+    async def add(self, report: Report) -> bool:
+        """Insert; False if the idempotency key exists (maybe just added by another node)."""
+        if await self.has_key(report.idempotency_key):
+            return False
+        self.session.add(report)
+        try:
+            async with self.session.begin_nested():
+                await self.session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def triplet_times(self, ip: str, sender: str, recipient: str, since: datetime) -> list[datetime]:
+        result = await self.session.execute(
+            select(Report.reported_at).where(
+                Report.client_ip == ip,
+                Report.sender_norm == sender,
+                Report.recipient == recipient,
+                Report.reported_at >= since,
+            )
+        )
+        return list(result.scalars().all())
+
+    async def pair_reports(self, sender: str, recipient: str, since: datetime) -> Sequence[Report]:
+        result = await self.session.execute(
+            select(Report)
+            .where(Report.sender_norm == sender, Report.recipient == recipient, Report.reported_at >= since)
+            .order_by(Report.reported_at)
+            .limit(10_000)
+        )
+        return result.scalars().all()
+
+    async def for_ip(self, ip: str, limit: int = 50) -> Sequence[Report]:
+        result = await self.session.execute(
+            select(Report).where(Report.client_ip == ip).order_by(Report.reported_at.desc()).limit(limit)
+        )
+        return result.scalars().all()
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        result = await self.session.execute(delete(Report).where(Report.reported_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class LearnBlockRepository:
+    """Addresses the operator forbade learning."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def blocked(self, ip: str) -> bool:
+        return await self.session.get(LearnBlock, ip) is not None
+
+    async def block(self, ip: str, reason: str, actor: str, now: datetime) -> None:
+        if not await self.blocked(ip):
+            self.session.add(LearnBlock(ip=ip, reason=reason, created_at=now, created_by=actor))
+
+    async def all(self) -> Sequence[LearnBlock]:
+        result = await self.session.execute(select(LearnBlock).order_by(LearnBlock.created_at))
+        return result.scalars().all()
+
+
+class SuggestionRepository:
+    """Pool suggestions: opened or refreshed by learning, decided by an operator."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_domain(self, domain: str) -> Suggestion | None:
+        result = await self.session.execute(select(Suggestion).where(Suggestion.domain == domain))
+        return result.scalar_one_or_none()
+
+    async def get(self, suggestion_id: int) -> Suggestion:
+        row = await self.session.get(Suggestion, suggestion_id)
+        if row is None:
+            raise EntryNotFound(f"no suggestion with id {suggestion_id}")
+        return row
+
+    async def upsert(self, domain: str, evidence: str, now: datetime) -> Suggestion | None:
+        """Open or refresh the suggestion for ``domain``; decided ones stay as decided."""
+        row = await self.by_domain(domain)
+        if row is None:
+            row = Suggestion(domain=domain, status="open", evidence=evidence, created_at=now, updated_at=now)
+            self.session.add(row)
+            try:
+                async with self.session.begin_nested():
+                    await self.session.flush()
+            except IntegrityError:
+                return await self.by_domain(domain)
+            return row
+        if row.status == "open":
+            row.evidence = evidence
+            row.updated_at = now
+        return row
+
+    async def search(
+        self, status: str | None, *, after_id: int = 0, limit: int = 100
+    ) -> Sequence[Suggestion]:
+        query = select(Suggestion).where(Suggestion.id > after_id)
+        if status is not None:
+            query = query.where(Suggestion.status == status)
+        result = await self.session.execute(query.order_by(Suggestion.id).limit(limit))
+        return result.scalars().all()

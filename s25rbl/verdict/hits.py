@@ -1,0 +1,44 @@
+"""Entry hits counted in memory and written to the store in batches (``node.sync``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from s25rbl.clock import Clock
+from s25rbl.verdict.model import Match
+
+
+class HitCounter:
+    """Entry hits counted in memory and written in batches, never a write per query.
+
+    A hit costs two dict updates and a monotonic clock read (answer-cache hits count too);
+    the wall-clock time of each entry's last hit is worked out when a batch is taken.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._counts: dict[int, int] = {}
+        self._last: dict[int, float] = {}  # clock.monotonic() of the last hit
+
+    def hit(self, match: Match | None) -> None:
+        if match is not None:
+            self.hit_entry(match.entry_id)
+
+    def hit_entry(self, entry_id: int) -> None:
+        counts = self._counts
+        counts[entry_id] = counts.get(entry_id, 0) + 1
+        self._last[entry_id] = self._clock.monotonic()
+
+    def take(self) -> dict[int, tuple[int, datetime]]:
+        counts, last = self._counts, self._last
+        self._counts, self._last = {}, {}
+        now, mono = self._clock.now(), self._clock.monotonic()
+        return {i: (n, now - timedelta(seconds=mono - last[i])) for i, n in counts.items()}
+
+    def restore(self, batch: dict[int, tuple[int, datetime]]) -> None:
+        """Put back a batch that could not be written, merged with hits counted since."""
+        now, mono = self._clock.now(), self._clock.monotonic()
+        for entry_id, (count, last) in batch.items():
+            self._counts[entry_id] = self._counts.get(entry_id, 0) + count
+            if entry_id not in self._last:
+                self._last[entry_id] = mono - (now - last).total_seconds()
