@@ -30,4 +30,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 scripts/bootstrap.sh "test,fast"
+if [ -n "${S25RBL_COVERAGE:-}" ]; then
+    # CI: measure the test process and every s25rbl process it starts (.ci/run reports it).
+    exec .venv/bin/python -m coverage run -m pytest "$@"
+fi
 exec .venv/bin/python -m pytest "$@"
