@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Python dependencies in .venv, and the real programs
 # the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf) from Debian's
-# packages when they are missing. PostgreSQL tests use the server at 127.0.0.1:5432 (or
-# S25RBL_TEST_PG) and skip without one, except under CI.
+# packages when they are missing, and Exim unpacked into .cache/exim (scripts/unpack-exim.sh).
+# PostgreSQL tests use the server at 127.0.0.1:5432 (or S25RBL_TEST_PG) and skip without one,
+# except under CI.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k handler`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,12 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Exim conflicts with Postfix as a Debian package: it is only unpacked, for the Exim tests
+# (which skip without it, except under CI). S25RBL_TEST_EXIM names another Exim binary.
+if [ -z "${S25RBL_TEST_EXIM:-}" ]; then
+    scripts/unpack-exim.sh || echo "Exim is not available: the Exim tests will skip (or fail under CI)" >&2
 fi
 
 scripts/bootstrap.sh "test,fast"

@@ -968,16 +968,20 @@ def mail_lab(
     s25rbl_extra: str = "",
     postfix_overrides: Mapping[str, str] | None = None,
     database_url: str | None = None,
+    start_postfix: bool = True,
 ) -> Iterator[MailLab]:
     """Build the whole lab, yield it, and tear everything down again, also on errors.
 
     s25rbl's store is a SQLite file in the lab's directory unless ``database_url`` names
     another (a PostgreSQL reached over its Unix socket: the namespace has its own loopback).
+    ``start_postfix=False`` leaves Postfix out (``lab.postfix`` is then never started), for
+    tests of another MTA in the same lab (``tests/integration/exim.py``).
 
     Raises ``LabUnavailable`` (before creating anything) when the machine cannot run it.
     """
     check_netns_support()
-    for program in ("postfix", "postconf", "unbound", "unbound-control", "unbound-checkconf"):
+    programs = ("postfix", "postconf") if start_postfix else ()
+    for program in (*programs, "unbound", "unbound-control", "unbound-checkconf"):
         require_program(program)
     cleanup_stale()
     tag = f"{PREFIX}{os.getpid()}-{next(_COUNTER)}"
@@ -1034,7 +1038,8 @@ def mail_lab(
 
         stack.callback(stop_extra)
         stack.callback(postfix.stop)
-        postfix.start()
+        if start_postfix:
+            postfix.start()
         yield lab
 
 
