@@ -1,0 +1,1 @@
+"""Shipped list data (the starter whitelist) and its loader."""
