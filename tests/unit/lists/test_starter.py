@@ -1,4 +1,9 @@
-"""The shipped starter whitelist: its format, its entries and the loader's refusals."""
+"""The shipped starter whitelist: its format, its narrowness and the loader's refusals.
+
+END_USER_POOLS holds subscriber names of big ISPs in each ISP's own naming pattern: S25R
+lists them and no starter entry may unlist one, so an entry as wide as comcast.net or
+ocn.ne.jp fails here. It is checked through ListIndex, the way the server matches domains.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,22 @@ from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.s25r import match_general
 
 ENTRIES = load_starter()
+
+GROUPS = (
+    "The S25R report's own white list",
+    "Other published S25R whitelists",
+    "Global mailbox providers",
+    "ESPs and transactional senders",
+    "Security gateways",
+    "Social networks, SaaS and CRM",
+    "Japan",
+    "China",
+    "Korea",
+    "Russia and CIS",
+    "Europe",
+    "Americas ISPs' relays",
+    "Hosting providers' relays",
+)
 
 # The 34 entries of s25rbl 0.1.0, with their reasons: kept as they were.
 ORIGINAL: dict[str, str] = {
@@ -61,6 +82,104 @@ ORIGINAL: dict[str, str] = {
     "softbank.ne.jp": "SoftBank mail outbound",
 }
 
+# (hostname, ISP): subscriber (dynamic or residential) names in each ISP's naming pattern.
+END_USER_POOLS: list[tuple[str, str]] = [
+    # --- United States and Canada ------------------------------------------------------------
+    ("c-73-15-22-101.hsd1.ca.comcast.net", "Comcast"),
+    ("c-98-207-12-34.hsd1.ca.comcast.net", "Comcast"),
+    ("c-24-5-12-34.hsd1.il.comcast.net", "Comcast"),
+    ("pool-71-163-12-34.washdc.fios.verizon.net", "Verizon"),
+    ("pool-173-76-42-111.bstnma.fios.verizon.net", "Verizon"),
+    ("static-71-162-243-5.phlapa.fios.verizon.net", "Verizon"),
+    ("pool-72-66-199-112.ronkva.east.verizon.net", "Verizon"),
+    ("107-216-44-113.lightspeed.austtx.sbcglobal.net", "AT&T"),
+    ("adsl-99-12-34-56.dsl.irvnca.sbcglobal.net", "AT&T"),
+    ("34.mufa.noln.chcgil24.dsl.att.net", "AT&T"),
+    ("cpe-76-175-12-34.socal.res.rr.com", "Charter Spectrum"),
+    ("cpe-174-109-12-34.nc.res.rr.com", "Charter Spectrum"),
+    ("syn-074-132-012-034.res.spectrum.com", "Charter Spectrum"),
+    ("24-181-12-34.dhcp.hckr.nc.charter.com", "Charter Spectrum"),
+    ("ip68-4-12-34.oc.oc.cox.net", "Cox"),
+    ("ip68-227-160-95.om.om.cox.net", "Cox"),
+    ("70-57-132-14.albq.qwest.net", "CenturyLink"),
+    ("97-119-22-40.omah.qwest.net", "CenturyLink"),
+    ("bras-base-toroon0964w-grc-09-174-112-12-34.dsl.bell.ca", "Bell Canada"),
+    ("d64-180-152-77.bchsia.telus.net", "TELUS"),
+    ("s0106001122334455.cg.shawcable.net", "Shaw"),
+    ("modemcable012.34-56-78.mc.videotron.ca", "Videotron"),
+    # --- Latin America, Oceania, India ---------------------------------------------------------
+    ("189-12-34-56.dsl.telesp.net.br", "Vivo (Telefonica Brasil)"),
+    ("201-12-34-56.user.veloxzone.com.br", "Oi"),
+    ("dsl-189-12-34-56-dyn.prod-infinitum.com.mx", "Telmex"),
+    ("123-243-12-34.tpgi.com.au", "TPG"),
+    ("abts-kk-dynamic-123.12.34.56.airtelbroadband.in", "Airtel"),
+    # --- Europe --------------------------------------------------------------------------------
+    ("p5b0a1c2d.dip0.t-ipconnect.de", "Deutsche Telekom"),
+    ("pd9e12345.dip0.t-ipconnect.de", "Deutsche Telekom"),
+    ("p54a1b2c3.dip.t-dialin.net", "Deutsche Telekom"),
+    ("dslb-178-012-034-056.178.012.pools.vodafone-ip.de", "Vodafone Germany"),
+    ("ip-88-152-12-34.hsi03.unitymediagroup.de", "Vodafone Germany (Unitymedia)"),
+    ("ip5f5b1234.dynamic.kabel-deutschland.de", "Vodafone Germany (Kabel Deutschland)"),
+    ("dynamic-077-012-034-056.77.12.pool.telefonica.de", "Telefonica Germany (O2)"),
+    ("x4d0c1234.dyn.telefonica.de", "Telefonica Germany (O2)"),
+    ("i5e86abcd.versanet.de", "1&1 Versatel"),
+    ("aputeaux-654-1-12-34.w92-12.abo.wanadoo.fr", "Orange France"),
+    ("lfbn-ncy-1-123-45.w86-12.abo.wanadoo.fr", "Orange France"),
+    ("mtl93-1-82-12-34-56.fbx.proxad.net", "Free"),
+    ("lns-bzn-45-82-65-12-34.adsl.proxad.net", "Free"),
+    ("100.50.158.77.rev.sfr.net", "SFR"),
+    ("85-168-12-34.rev.numericable.fr", "SFR (Numericable)"),
+    ("12.red-83-45-67.dynamicip.rima-tde.net", "Telefonica Spain"),
+    ("93.red-88-12-34.staticip.rima-tde.net", "Telefonica Spain"),
+    ("host12-34-dynamic.56-79-r.retail.telecomitalia.it", "Telecom Italia"),
+    ("93-45-12-34.ip.fastwebnet.it", "Fastweb"),
+    ("dynamic-adsl-94-36-12-34.clienti.tiscali.it", "Tiscali Italia"),
+    ("host81-12-34-56.range81-12.btcentralplus.com", "BT"),
+    ("host213-122-185-176.btinternet.com", "BT"),
+    ("cpc1-brnt1-2-0-cust123.4-2.cable.virginm.net", "Virgin Media"),
+    ("cpc19-cmbg14-2-0-cust6.5-4.cable.virginmedia.com", "Virgin Media"),
+    ("54134a2b.cm-12-3b.dynamic.ziggo.nl", "Ziggo"),
+    ("178-118-12-34.access.telenet.be", "Telenet"),
+    ("132-201.104-92.cust.bluewin.ch", "Swisscom"),
+    ("18.112.63.81.cust.bluewin.ch", "Swisscom"),
+    ("178-191-12-34.adsl.highway.telekom.at", "A1 Telekom Austria"),
+    ("213-67-3-247-no600.tbcn.telia.com", "Telia"),
+    ("ua-83-227-12-34.bbcust.telenor.se", "Telenor"),
+    ("83.21.75.22.ipv4.supernova.orange.pl", "Orange Polska"),
+    ("87-205-12-34.adsl.inetia.pl", "Netia"),
+    ("broadband-95-84-12-34.ip.moscow.rt.ru", "Rostelecom"),
+    ("95-24-12-34.broadband.corbina.ru", "Beeline"),
+    ("ppp-94-64-12-34.home.otenet.gr", "OTE"),
+    ("bzq-79-180-12-34.red.bezeqint.net", "Bezeq"),
+    # --- Japan ---------------------------------------------------------------------------------
+    ("p1234-ipad12.tokyo.ocn.ne.jp", "OCN"),
+    ("p3049124-ipngn200907tokaisakaisi.aichi.ocn.ne.jp", "OCN"),
+    ("i121-115-22-33.s41.a013.ap.plala.or.jp", "plala"),
+    ("p5a1b2c3.tkyea100.ap.so-net.ne.jp", "So-net"),
+    ("p7cdba0fe.hyogff01.ap.so-net.ne.jp", "So-net"),
+    ("kd111239000001.au-net.ne.jp", "au (KDDI)"),
+    ("kd059132123045.ppp-bb.dion.ne.jp", "au (KDDI DION)"),
+    ("kashiwa9-147.ppp-1.dion.ne.jp", "au (KDDI DION)"),
+    ("softbank126012034056.bbtec.net", "SoftBank"),
+    ("pw126236012034.10.panda-world.ne.jp", "SoftBank mobile"),
+    ("fp76f0a1b2.tkyc201.ap.nuro.jp", "NURO (Sony)"),
+    ("ntkyto012034.kyto.nt.ftth.ppp.infoweb.ne.jp", "@nifty"),
+    ("flh1abc123.tky.mesh.ad.jp", "BIGLOBE"),
+    ("sp49-98-12-34.msc.spmode.ne.jp", "NTT docomo"),
+    ("121-86-247-13f1.osk2.eonet.ne.jp", "eo (K-Opticom)"),
+    ("zaq3d2e1f0a.zaq.ne.jp", "J:COM"),
+    ("e146222.ppp.asahi-net.or.jp", "Asahi Net"),
+    ("pl12345.ag1212.nttpc.ne.jp", "NTTPC"),
+    # --- China and Taiwan ----------------------------------------------------------------------
+    ("1.39.88.218.broad.cd.sc.dynamic.163data.com.cn", "China Telecom"),
+    ("73.194.135.219.broad.gz.gd.dynamic.163data.com.cn", "China Telecom"),
+    ("250.19.126.124.broad.bjtelecom.net", "China Telecom Beijing"),
+    ("56.34.12.60.adsl-pool.sx.cn", "China Unicom Shanxi"),
+    ("1-171-221-38.dynamic-ip.hinet.net", "HiNet"),
+    ("114-44-248-185.dynamic-ip.hinet.net", "HiNet"),
+]
+# Korea is missing: KT, SK Broadband and LG U+ publish no reverse names for their dynamic pools.
+
 
 def starter_index(entries: Iterable[StarterEntry] = ENTRIES) -> ListIndex:
     """The starter entries as the server loads them: white domain entries."""
@@ -78,16 +197,20 @@ def unlisted(name: str, index: ListIndex = INDEX) -> bool:
     return index.white_name([name]) is not None
 
 
+def covering(name: str) -> list[str]:
+    return [e.domain for e in ENTRIES if e.covers(name)]
+
+
 # --- the file and its entries ---------------------------------------------------------------
 
 
-def test_the_shipped_file_loads_with_each_group_once() -> None:
-    assert len(ENTRIES) >= 34
+def test_the_shipped_file_loads_with_every_group_in_order() -> None:
+    assert len(ENTRIES) >= 100
     seen: list[str] = []
     for entry in ENTRIES:
         if not seen or seen[-1] != entry.group:
             seen.append(entry.group)
-    assert len(seen) == len(set(seen))  # each group contiguous
+    assert tuple(seen) == GROUPS  # each group once, contiguous, in the documented order
 
 
 def test_domains_are_unique() -> None:
@@ -124,6 +247,21 @@ def test_the_original_entries_are_kept_as_they_were(domain: str, reason: str) ->
 
 def test_only_the_original_entries_are_from_0_1_0() -> None:
     assert {e.domain for e in ENTRIES if e.since == "0.1.0"} == set(ORIGINAL)
+
+
+# --- narrow entries: subscribers stay listed ---------------------------------------------------
+
+
+def test_the_table_is_large_and_unique() -> None:
+    names = [name for name, _ in END_USER_POOLS]
+    assert len(names) >= 60
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(("hostname", "isp"), END_USER_POOLS, ids=[n for n, _ in END_USER_POOLS])
+def test_no_starter_entry_unlists_an_isp_subscriber_pool(hostname: str, isp: str) -> None:
+    assert match_general(hostname) is not None, f"{hostname} ({isp}) is not hit by S25R"
+    assert not unlisted(hostname), f"{hostname} ({isp}) is unlisted by {covering(hostname)}"
 
 
 # --- the loader ----------------------------------------------------------------------------------
