@@ -1,8 +1,10 @@
-"""The shipped starter whitelist: its format, its narrowness and the loader's refusals.
+"""The shipped starter whitelist: its format, its narrowness and what it unlists.
 
-END_USER_POOLS holds subscriber names of big ISPs in each ISP's own naming pattern: S25R
-lists them and no starter entry may unlist one, so an entry as wide as comcast.net or
-ocn.ne.jp fails here. It is checked through ListIndex, the way the server matches domains.
+Two tables hold real-world hostnames. END_USER_POOLS are subscriber names of big ISPs in each
+ISP's own naming pattern: S25R lists them and no starter entry may unlist one, so an entry as
+wide as comcast.net or ocn.ne.jp fails here. BIG_SENDERS are outbound hostnames of big senders
+that an S25R rule hits: the starter list must unlist every one (coverage() gives the share,
+the figure for the README). Both go through ListIndex, the way the server matches domains.
 """
 
 from __future__ import annotations
@@ -180,6 +182,120 @@ END_USER_POOLS: list[tuple[str, str]] = [
 ]
 # Korea is missing: KT, SK Broadband and LG U+ publish no reverse names for their dynamic pools.
 
+# (hostname, sender): outbound hostnames of big senders, each hit by an S25R rule.
+BIG_SENDERS: list[tuple[str, str]] = [
+    # --- the S25R report's own examples and white list -----------------------------------------
+    ("mc1-s3.bay6.hotmail.com", "Hotmail"),
+    ("web10902.mail.bbt.yahoo.co.jp", "Yahoo! JAPAN"),
+    ("web35509.mail.mud.yahoo.com", "Yahoo"),
+    ("mail-gx0-f21.google.com", "Gmail"),
+    ("h04-a1.data-hotel.net", "Data Hotel"),
+    ("n2.59-106-41-68.mixi.jp", "mixi"),
+    ("mta12.m2.home.ne.jp", "J:COM"),
+    ("a8-97.smtp-out.amazonses.com", "Amazon SES"),
+    # --- other published S25R whitelists -------------------------------------------------------
+    ("na3sys009aog105.obsmtp.com", "Google Postini"),
+    ("eu1sys200aog111.obsmtp.com", "Google Postini"),
+    ("do158-143.mg.gitlab.com", "GitLab.com"),
+    # --- global mailbox providers --------------------------------------------------------------
+    ("mail-wm1-f54.google.com", "Gmail"),
+    ("mail-wr1-f54.google.com", "Gmail"),
+    ("mail-oi1-f170.google.com", "Gmail"),
+    ("mail-ej1-f41.google.com", "Gmail"),
+    ("sonic314-20.consmr.mail.ne1.yahoo.com", "Yahoo"),
+    ("sonic301-21.consmr.mail.ne1.yahoo.com", "Yahoo"),
+    ("nm12-vm0.bullet.mail.ne1.yahoo.com", "Yahoo"),
+    ("nh603-vm8.bullet.mail.ssk.yahoo.co.jp", "Yahoo! JAPAN"),
+    ("mail-db8eur05on2061.outbound.protection.outlook.com", "Microsoft 365"),
+    ("mail-eopbgr80053.outbound.protection.outlook.com", "Microsoft 365"),
+    ("mail-tyzapc01on2101.outbound.protection.outlook.com", "Microsoft 365"),
+    ("mail-db8eur05olkn2062.outbound.protection.outlook.com", "Outlook.com"),
+    ("mail-co1nam11olkn2078.outbound.protection.outlook.com", "Outlook.com"),
+    ("mail-sgaapc01olkn2039.outbound.protection.outlook.com", "Outlook.com"),
+    ("blu0-omc2-s24.blu0.hotmail.com", "Hotmail"),
+    ("mtaout-mb06.r1000.mx.aol.com", "AOL"),
+    ("pv50p00im-ztdg10011201.me.com", "iCloud Mail"),
+    ("st43p00im-zteg10071901.me.com", "iCloud Mail"),
+    ("p-east2-cluster4-host9-snip4-10.eps.apple.com", "iCloud Mail"),
+    ("pv-2002c-snip4-11.eps.apple.com", "iCloud Mail"),
+    ("sender4-op-o12.zoho.com", "Zoho Mail"),
+    ("sender4-pp-f112.zoho.com", "Zoho Mail"),
+    ("sender11-op-o11.zoho.eu", "Zoho Mail EU"),
+    ("mail-40131.protonmail.ch", "Proton Mail"),
+    ("mail-10631.protonmail.ch", "Proton Mail"),
+    # --- ESPs and transactional ----------------------------------------------------------------
+    ("a27-12.smtp-out.us-west-2.amazonses.com", "Amazon SES"),
+    ("a7-11.smtp-out.eu-west-1.amazonses.com", "Amazon SES"),
+    ("so254-9.mailgun.net", "Mailgun"),
+    ("m43-7.mailgun.net", "Mailgun"),
+    ("mail187-29.suw11.mandrillapp.com", "Mailchimp Transactional"),
+    ("mail132-18.atl131.mandrillapp.com", "Mailchimp Transactional"),
+    ("mta-210-36.sparkpostmail.com", "SparkPost"),
+    ("mta-174-81-113.atlassian.net.sparkpostmail.com", "SparkPost (Atlassian)"),
+    ("mta206-ab1.mtasv.net", "Postmark"),
+    ("e2i340.smtp2go.com", "SMTP2GO"),
+    ("a4i956.smtp2go.com", "SMTP2GO"),
+    ("s1-ba86.socketlabs.email-od.com", "SocketLabs"),
+    ("aib29agh126.zrh1.oracleemaildelivery.com", "Oracle Email Delivery"),
+    ("bd77e74.bf05.eu1.hubspotemail.net", "HubSpot"),
+    # --- security gateways ---------------------------------------------------------------------
+    ("mx0a-001b2d01.pphosted.com", "Proofpoint"),
+    ("mx0a-0031df01.pphosted.com", "Proofpoint"),
+    ("dispatch1-us1.ppe-hosted.com", "Proofpoint Essentials"),
+    ("dispatch1-eu1.ppe-hosted.com", "Proofpoint Essentials"),
+    ("esa1.hc3370-68.iphmx.com", "Cisco Secure Email"),
+    ("mx-relay36-hz2.antispameurope.com", "Hornetsecurity"),
+    ("mx-relay89-hz1.antispameurope.com", "Hornetsecurity"),
+    ("9pmail.ess.barracuda.com", "Barracuda"),
+    ("out1-37.antispamcloud.com", "N-able Mail Assure"),
+    ("out12-53.antispamcloud.com", "N-able Mail Assure"),
+    # --- social networks, SaaS, CRM ------------------------------------------------------------
+    ("66-220-155-178.mail-mail.facebook.com", "Facebook"),
+    ("smtp07-ia2-sp4.mta.salesforce.com", "Salesforce"),
+    ("smtp09-lo2-sp1.mta.salesforce.com", "Salesforce"),
+    ("smtp07-phx-sp3.mta.salesforce.com", "Salesforce"),
+    # --- Japan ---------------------------------------------------------------------------------
+    ("mas-spm-mts-103c1.ocn.ad.jp", "OCN"),
+    ("mas-dfr-mts-106c2.mail.goo.jp", "goo mail"),
+    ("sv14631.xserver.jp", "Xserver"),
+    # --- China ---------------------------------------------------------------------------------
+    ("out203-205-221-210.mail.qq.com", "Tencent QQ Mail"),
+    ("out162-62-57-49.mail.qq.com", "Tencent QQ Mail"),
+    ("m13-76.163.com", "NetEase 163"),
+    ("mail-m32113.qiye.163.com", "NetEase Qiye"),
+    ("mail-m155101.qiye.163.com", "NetEase Qiye"),
+    ("m15-111.126.com", "NetEase 126"),
+    ("m15111.mail.126.com", "NetEase 126"),
+    ("mail-177132.yeah.net", "NetEase yeah.net"),
+    ("mail114-240.sinamail.sina.com.cn", "Sina Mail"),
+    ("r3-22.sinamail.sina.com.cn", "Sina Mail"),
+    ("out30-97.freemail.mail.aliyun.com", "Alibaba Mail"),
+    ("out199-7.us.a.mail.aliyun.com", "Alibaba Mail"),
+    ("n169-112.mail.139.com", "China Mobile 139 Mail"),
+    ("189sx01-ptr.21cn.com", "China Telecom 189 Mail"),
+    # --- Europe --------------------------------------------------------------------------------
+    ("smtp1-g21.free.fr", "Free"),
+    ("smtpfb2-g21.free.fr", "Free"),
+    ("smtp-32-i2.italiaonline.it", "Italiaonline (Libero)"),
+    ("smtp-16-i2.italiaonline.it", "Italiaonline (Libero)"),
+    # --- Americas ISPs' relays -----------------------------------------------------------------
+    ("resqmta-ch2-05v.sys.comcast.net", "Comcast"),
+    ("resqmta-ch2-11v.sys.comcast.net", "Comcast"),
+    # --- hosting providers ---------------------------------------------------------------------
+    ("7.mo2.mail-out.ovh.net", "OVHcloud"),
+    ("smtpout1.mo804.mail-out.ovh.net", "OVHcloud"),
+    ("mo4-p00-ob.smtp.rzone.de", "Strato"),
+    ("mo6-p01-ob.smtp.rzone.de", "Strato"),
+    ("p3plsmtpa12-04.prod.phx3.secureserver.net", "GoDaddy"),
+    ("sxb1plsmtpa01-02.prod.sxb1.secureserver.net", "GoDaddy"),
+    ("mta-10-3.privateemail.com", "Namecheap Private Email"),
+    ("mailrelay3-1.pub.mailoutpod2-cph3.one.com", "one.com"),
+    ("pdx1-sub0-mail-a313.dreamhost.com", "DreamHost"),
+]
+# Left out because no narrow entry can unlist them without unlisting the ISP's subscribers:
+# fed1rmmtao101.cox.net (Cox: ip68-*.cox.net), and Aruba's smtpcmd*.aruba.it relays (Aruba
+# also sells consumer lines, and the starter list does not take aruba.it on trust).
+
 
 def starter_index(entries: Iterable[StarterEntry] = ENTRIES) -> ListIndex:
     """The starter entries as the server loads them: white domain entries."""
@@ -195,6 +311,12 @@ INDEX = starter_index()
 
 def unlisted(name: str, index: ListIndex = INDEX) -> bool:
     return index.white_name([name]) is not None
+
+
+def coverage(names: Iterable[str], index: ListIndex = INDEX) -> float:
+    """The share of ``names`` that the starter list unlists (0.0 to 1.0)."""
+    names = list(names)
+    return sum(unlisted(n, index) for n in names) / len(names)
 
 
 def covering(name: str) -> list[str]:
@@ -252,16 +374,34 @@ def test_only_the_original_entries_are_from_0_1_0() -> None:
 # --- narrow entries: subscribers stay listed ---------------------------------------------------
 
 
-def test_the_table_is_large_and_unique() -> None:
-    names = [name for name, _ in END_USER_POOLS]
-    assert len(names) >= 60
-    assert len(set(names)) == len(names)
+def test_the_tables_are_large_and_unique() -> None:
+    for table, least in ((END_USER_POOLS, 60), (BIG_SENDERS, 80)):
+        names = [name for name, _ in table]
+        assert len(names) >= least
+        assert len(set(names)) == len(names)
 
 
 @pytest.mark.parametrize(("hostname", "isp"), END_USER_POOLS, ids=[n for n, _ in END_USER_POOLS])
 def test_no_starter_entry_unlists_an_isp_subscriber_pool(hostname: str, isp: str) -> None:
     assert match_general(hostname) is not None, f"{hostname} ({isp}) is not hit by S25R"
     assert not unlisted(hostname), f"{hostname} ({isp}) is unlisted by {covering(hostname)}"
+
+
+# --- big senders: unlisted ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hostname", "sender"), BIG_SENDERS, ids=[n for n, _ in BIG_SENDERS])
+def test_the_starter_list_unlists_a_big_sender(hostname: str, sender: str) -> None:
+    assert match_general(hostname) is not None, f"{hostname} ({sender}) is not hit by S25R"
+    assert unlisted(hostname), f"{hostname} ({sender}) stays listed"
+
+
+def test_big_sender_coverage_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    share = coverage(name for name, _ in BIG_SENDERS)
+    with capsys.disabled():
+        print(f"\nstarter whitelist: {len(ENTRIES)} entries, unlists {share:.0%} of {len(BIG_SENDERS)}")
+    assert share == 1.0
+    assert coverage(name for name, _ in END_USER_POOLS) == 0.0
 
 
 # --- the loader ----------------------------------------------------------------------------------
