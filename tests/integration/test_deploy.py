@@ -43,6 +43,7 @@ def test_the_wheel_carries_migrations_and_the_openapi_document(tmp_path: Path) -
     (wheel,) = tmp_path.glob("s25rbl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "s25rbl/openapi.yaml" in names
+    assert "s25rbl/lists/starter_whitelist.tsv" in names  # package data, read by lists.starter
     migrations = {n for n in names if n.startswith("s25rbl/_migrations/versions/")}
     shipped = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert {Path(n).name for n in migrations} == shipped
