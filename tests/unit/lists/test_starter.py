@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from publicsuffixlist import PublicSuffixList
 
-from s25rbl.entries import EntryRow
 from s25rbl.lists.starter import (
     MAX_REASON,
     StarterEntry,
@@ -24,7 +23,7 @@ from s25rbl.lists.starter import (
     load_starter,
     parse_starter,
 )
-from s25rbl.store.models import EntryKind, EntrySource, ListName
+from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.s25r import match_general
 
