@@ -72,7 +72,12 @@ def parse_request(data: bytes) -> Request:
     try:
         offset = _read_question(data, 12, request)
         offset = _skip_records(data, offset, ancount + nscount)
-        _read_additional(data, offset, arcount, request)
+        offset = _read_additional(data, offset, arcount, request)
+        if offset != len(data):
+            # RFC 1035 leaves no room for octets after the last record: a request padded so
+            # is malformed, and answering it as if it were not would let the padding pass
+            # for part of the question (a cache key, say).
+            raise ValueError(f"{len(data) - offset} octets after the last record")
     except (ValueError, IndexError, struct.error) as exc:
         request.error, request.problem = FORMERR, str(exc) or "truncated packet"
     return request
@@ -105,33 +110,48 @@ def _read_question(data: bytes, offset: int, request: Request) -> int:
 
 
 def _skip_records(data: bytes, offset: int, count: int) -> int:
+    """Skip the answer and authority records; an OPT record there is malformed (RFC 6891 6.1.1)."""
     for _ in range(count):
         offset = skip_name(data, offset)
-        _rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
+        rtype, _rclass, _ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
+        if rtype == TYPE_OPT:
+            raise ValueError("OPT record outside the additional section")
         offset += 10 + rdlength
         if offset > len(data):
             raise ValueError("record runs past the packet")
     return offset
 
 
-def _read_additional(data: bytes, offset: int, count: int, request: Request) -> None:
+def _read_additional(data: bytes, offset: int, count: int, request: Request) -> int:
     for _ in range(count):
         name_start = offset
         offset = skip_name(data, offset)
         rtype, rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
-        offset += 10 + rdlength
-        if offset > len(data):
+        offset += 10
+        end = offset + rdlength
+        if end > len(data):
             raise ValueError("record runs past the packet")
-        if rtype != TYPE_OPT:
-            continue
-        if request.edns:
-            raise ValueError("more than one OPT record")
-        if data[name_start] != 0:
-            raise ValueError("OPT record not owned by the root")
-        request.edns = True
-        request.payload = max(512, rclass)
-        request.edns_version = (ttl >> 16) & 0xFF
-        request.do = bool(ttl & 0x8000)
+        if rtype == TYPE_OPT:
+            if request.edns:
+                raise ValueError("more than one OPT record")
+            if data[name_start] != 0:
+                raise ValueError("OPT record not owned by the root")
+            if options_end(data, offset, end) != end:
+                raise ValueError("EDNS option runs past the OPT record")
+            request.edns = True
+            request.payload = max(512, rclass)
+            request.edns_version = (ttl >> 16) & 0xFF
+            request.do = bool(ttl & 0x8000)
+        offset = end
+    return offset
+
+
+def options_end(data: bytes, offset: int, end: int) -> int:
+    """Where the EDNS options from ``offset`` stop: ``end`` when they fill the OPT RDATA
+    exactly, anything else when one (its 4-octet code and length, or its data) runs past it."""
+    while offset + 4 <= end:
+        offset += 4 + ((data[offset + 2] << 8) | data[offset + 3])
+    return offset
 
 
 # --- encoding ----------------------------------------------------------------------------
