@@ -44,6 +44,7 @@ class Query:
     zone: Zone | None = None
     relative: list[bytes] | None = None  # the labels left of the zone's apex, lower-cased
     apex: int = 12  # offset of the zone's name in the message
+    client: str | None = None  # the address of the client asking, as the socket gives it
 
     @property
     def kind(self) -> str:

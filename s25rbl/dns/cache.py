@@ -1,11 +1,14 @@
 """Whole answers kept by question: a repeated question is answered by copying bytes.
 
-The key is the request without its ID, with the question *name* lower-cased (names compare
-case-insensitively) and every other octet verbatim: flags, counts, type, class and the EDNS
-OPT record (so the payload size, version and DO bit are part of it), plus the transport. Two
-requests with one key differ at most in the case of their question name, and get the same
-answer but for the ID and the echoed question, which a hit copies from the request: the
-client's own spelling comes back byte for byte (DNS 0x20).
+The key is made of the request's parsed fields, read straight from its bytes: the flags, the
+question with its *name* lower-cased (names compare case-insensitively), type and class, and
+of an OPT record the payload size and the DO bit; plus the transport. Only a plain query
+has a key: one question, no answer or authority records, at most one additional record (an
+OPT right after the question, version 0, its options well formed), and not one octet after
+it. Anything else (trailing octets, an OPT elsewhere, odd flags) is parsed and answered in
+full, never stored, so padding and EDNS options cannot make new keys. Two requests with one
+key get the same answer but for the ID and the echoed question, which a hit copies from the
+request: the client's own spelling comes back byte for byte (DNS 0x20).
 
 The value is the reply minus ID and question, kept as a shared *template* (its 10 header
 octets, the records after the question, and the counter to bump on a hit: few distinct ones
@@ -17,15 +20,17 @@ Validity: every answer is built from one list snapshot; when ``lists()`` returns
 object the whole cache is dropped (list changes are rare, answers rebuild in microseconds).
 An answer built from a cached reverse lookup carries that lookup's expiry. Only NOERROR and
 NXDOMAIN answers to well-formed, single-question queries are stored: never an error.
-Size is bounded; when full, the oldest eighth is dropped (insertion order), which costs far
-less memory per entry than an LRU's links.
+
+Size is bounded in bytes (and optionally in entries): every key, slot, value and template is
+counted as it is added; when full, the oldest eighth is dropped (insertion order), which
+costs far less memory per entry than an LRU's links.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable
-from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,8 +41,65 @@ Template = tuple[bytes, bytes, CountKey]  # header (flags + counts), records aft
 Entry = tuple[Template, float, int | None]  # template, expiry, the list entry that decided
 
 _TCP = b"\xff"  # keys of TCP requests start with this; a UDP key starts with a query's flags
-_SIMPLE_COUNTS = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, no answer or authority records
+_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # qdcount 1, no other records
+_WITH_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # qdcount 1, one additional record
+_OPT_HEAD = b"\x00\x00\x29"  # an OPT record's root owner and type
 _MAX_SHARED = 4096
+
+# What an entry costs besides its key and template, in bytes (CPython 3.11, 64-bit): a dict
+# slot with its share of the index (up to ~100 bytes just after the table doubled), and a
+# value tuple with its float expiry when it is not shared. Checked against tracemalloc by
+# the tests.
+SLOT_BYTES = 104
+VALUE_BYTES = sys.getsizeof((None, None, None)) + sys.getsizeof(1.5)
+_TEMPLATE_BYTES = sys.getsizeof((None, None, None)) + sys.getsizeof(b"") * 2
+_INT_BYTES = sys.getsizeof(2**40)
+
+
+def request_key(data: bytes) -> tuple[bytes, int] | None:
+    """The cache key of a query that may be stored, and where its question ends; None for
+    anything else, which is then answered in full and never stored.
+
+    A plain query (no additional record) or one with an OPT record of no options is its own
+    key, ID aside and name lower-cased; an OPT record's options are left out of the key (the
+    same request without them). Only RD, AD and CD may be set among the flags, and only DO in
+    the OPT record; its version and extended rcode are 0. ``AnswerCache.answer`` builds the
+    same key with fewer checks: a request that fails these never has an entry to find.
+    """
+    end = data.find(0, 12)  # the root label ending the question name, if the name is valid
+    if end < 0 or data[2] & 0xFE or data[3] & 0xCF:  # QR, opcode, AA, TC; RA, Z, rcode
+        return None
+    qend = end + 5
+    size = len(data)
+    if size == qend:
+        return (data[2:end].lower() + data[end:], qend) if data[4:12] == _PLAIN else None
+    if (
+        size < qend + 11
+        or data[4:12] != _WITH_OPT
+        or data[qend : qend + 3] != _OPT_HEAD
+        or data[qend + 5 : qend + 7] != b"\x00\x00"  # extended rcode, version
+        or data[qend + 7] & 0x7F  # flags other than DO
+        or data[qend + 8]
+    ):
+        return None
+    key = _options_key(data, end, qend) if size > qend + 11 else data[2:end].lower() + data[end:]
+    return None if key is None else (key, qend)
+
+
+def _options_key(data: bytes, end: int, qend: int) -> bytes | None:
+    """The key of a query with options in an OPT record right after the question: the same
+    request's without them; None unless the options fill the record exactly and nothing
+    follows it. (The counts and the OPT record's header are part of the key: a request
+    whose header is not what ``request_key`` accepts has no entry to find.)"""
+    size = len(data)
+    option = qend + 11
+    if size != option + ((data[qend + 9] << 8) | data[qend + 10]):
+        return None
+    while option + 4 <= size:
+        option += 4 + ((data[option + 2] << 8) | data[option + 3])
+    if option != size:
+        return None
+    return data[2:end].lower() + data[end : qend + 9] + b"\x00\x00"
 
 
 class AnswerCache:
@@ -45,15 +107,19 @@ class AnswerCache:
 
     def __init__(
         self,
-        max_entries: int,
+        max_bytes: int,
         lists: Callable[[], object],
         monotonic: Callable[[], float],
         counts: Counter[CountKey],
         hit_entry: Callable[[int], None],
+        max_entries: int | None = None,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("an answer cache needs room for at least one entry")
+        if max_bytes < 4096 or (max_entries is not None and max_entries < 1):
+            raise ValueError("an answer cache needs room for at least one entry (4096 bytes)")
+        self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.bytes = 0  # what the entries, and the shared templates and values, cost now
+        self._shared_bytes = 0  # the shared ones' part of it
         self._lists = lists
         self._snapshot = lists()
         self._monotonic = monotonic
@@ -62,6 +128,7 @@ class AnswerCache:
         self._entries: dict[bytes, Entry] = {}
         self._templates: dict[Template, Template] = {}
         self._values: dict[Entry, Entry] = {}
+        self._count_keys: dict[CountKey, CountKey] = {}
         self.hits = 0
         self.misses = 0
         self.expired = 0
@@ -73,10 +140,20 @@ class AnswerCache:
 
     def answer(self, data: bytes, tcp: bool) -> bytes | None:
         """The stored reply to this request with its ID and question, or None."""
-        end = data.find(0, 12)  # the root label ending the question name
+        # request_key with fewer checks: this is the whole work of a repeated question. A key
+        # is found only if a request equal to this one in every keyed octet was stored, and
+        # only requests that passed request_key's checks are.
+        end = data.find(0, 12)
         if end < 0:
             return None
-        key = data[2:end].lower() + data[end:]
+        qend = end + 5
+        if len(data) <= qend + 11:  # a plain query, or an OPT record without options
+            key = data[2:end].lower() + data[end:]
+        else:
+            with_options = _options_key(data, end, qend)
+            if with_options is None:
+                return None
+            key = with_options
         if tcp:
             key = _TCP + key
         lists = self._lists()
@@ -89,14 +166,14 @@ class AnswerCache:
             return None
         (header, rest, count), expires, entry_id = entry
         if expires is not INF and expires <= self._monotonic():
-            del self._entries[key]
+            self._drop(key)
             self.expired += 1
             return None
         self.hits += 1
         self._counts[count] += 1
         if entry_id is not None:
             self._hit_entry(entry_id)
-        return data[:2] + header + data[12 : end + 5] + rest
+        return data[:2] + header + data[12:qend] + rest
 
     def store(
         self,
@@ -115,30 +192,36 @@ class AnswerCache:
             return False  # built from lists that are no longer current
         if expires is not INF and expires <= self._monotonic():
             return False
-        # Only plain queries: opcode 0, one question, no answer/authority records, at most
-        # one additional (the OPT). Those header octets are then all below 0x41, so two
-        # requests with one key are equal there; the second flags octet may differ in bit
-        # 0x20 (AD), which no reply depends on.
-        if data[4:10] != _SIMPLE_COUNTS or data[10] != 0 or data[11] > 1 or data[2] & 0xF8:
+        found = request_key(data)
+        if found is None:
             return False
-        end = data.find(0, 12)
-        qend = end + 5
+        key, qend = found
         # The first zero octet must really end the name (a label may hold a zero octet),
         # and the reply must echo exactly that question.
-        if end < 0 or qend - 12 != question_length or reply[12:qend] != data[12:qend]:
+        if qend - 12 != question_length or reply[12:qend] != data[12:qend]:
             return False
         if reply[3] & 0x0F not in (0, 3) or reply[2] & 0x02:  # NOERROR/NXDOMAIN, not truncated
             return False
-        if len(self._entries) >= self.max_entries:
-            self._evict()
-        key = data[2:end].lower() + data[end:]
         if tcp:
             key = _TCP + key
-        template = _shared(self._templates, (reply[2:12], reply[qend:], count))
+        if key in self._entries:
+            self._drop(key)
+        shared_count = self._count_keys.get(count) or self._intern_count(count)
+        if shared_count is None:
+            return False
+        template = self._shared(self._templates, (reply[2:12], reply[qend:], shared_count), _template_bytes)
+        value: Entry = (template, expires, entry_id)
         if expires == INF:
-            self._entries[key] = _shared(self._values, (template, INF, entry_id))
-        else:
-            self._entries[key] = (template, expires, entry_id)
+            value = self._shared(self._values, value, self._value_bytes)
+        cost = self._cost(key, value)
+        if self.bytes + cost > self.max_bytes or (
+            self.max_entries is not None and len(self._entries) >= self.max_entries
+        ):
+            self._evict(cost)
+            if self.bytes + cost > self.max_bytes:
+                return False  # the shared templates and values fill it: nothing evictable left
+        self._entries[key] = value
+        self.bytes += cost
         return True
 
     def clear(self, lists: object | None = None) -> None:
@@ -146,22 +229,71 @@ class AnswerCache:
         self._entries = {}
         self._templates = {}
         self._values = {}
+        self._count_keys = {}
+        self.bytes = 0
+        self._shared_bytes = 0
         self._snapshot = self._lists() if lists is None else lists
         self.invalidations += 1
 
-    def _evict(self) -> None:
-        drop = max(1, self.max_entries // 8)
-        for key in list(islice(self._entries, drop)):
+    # --- accounting ----------------------------------------------------------------------
+
+    def _cost(self, key: bytes, value: Entry) -> int:
+        """What one entry costs beyond what is shared: key, slot, and its value and template
+        unless they are the shared ones (counted once, when they were first kept)."""
+        cost = sys.getsizeof(key) + SLOT_BYTES
+        if self._values.get(value) is not value:
+            cost += self._value_bytes(value)
+        return cost
+
+    def _value_bytes(self, value: Entry) -> int:
+        template, _expires, entry_id = value
+        cost = VALUE_BYTES if entry_id is None else VALUE_BYTES + _INT_BYTES
+        if self._templates.get(template) is template:
+            return cost
+        return cost + _template_bytes(template)
+
+    def _drop(self, key: bytes) -> None:
+        self.bytes -= self._cost(key, self._entries.pop(key))
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest entries until an eighth of the room is free and ``room`` fits."""
+        target = min(self.max_bytes - room, self.max_bytes - self.max_bytes // 8)
+        limit = None if self.max_entries is None else self.max_entries - max(1, self.max_entries // 8)
+        dropped = 0
+        freed = 0
+        keys: list[bytes] = []
+        for key, value in self._entries.items():
+            if self.bytes - freed <= target and (limit is None or len(self._entries) - dropped <= limit):
+                break
+            keys.append(key)
+            freed += self._cost(key, value)
+            dropped += 1
+        for key in keys:
             del self._entries[key]
-        self.evicted += drop
+        self.bytes -= freed
+        self.evicted += dropped
+
+    def _shared(self, table: dict[T, T], item: T, size: Callable[[T], int]) -> T:
+        """One object for equal items (interning), counted once; the table stays small (few
+        distinct exist) and stops taking new items at _MAX_SHARED or an eighth of the bytes."""
+        known = table.get(item)
+        if known is not None:
+            return known
+        cost = size(item) + SLOT_BYTES
+        if len(table) < _MAX_SHARED and self._shared_bytes + cost <= self.max_bytes // 8:
+            table[item] = item
+            self.bytes += cost
+            self._shared_bytes += cost
+        return item
+
+    def _intern_count(self, count: CountKey) -> CountKey | None:
+        # Counter keys: a few dozen exist (zone kind x result x step); a bound all the same.
+        if len(self._count_keys) >= _MAX_SHARED:
+            return None
+        self._count_keys[count] = count
+        self.bytes += sys.getsizeof(count) + sum(sys.getsizeof(part) for part in count) + SLOT_BYTES
+        return count
 
 
-def _shared(table: dict[T, T], item: T) -> T:
-    """One object for equal items (interning); the table stays small (few distinct exist)."""
-    known = table.get(item)
-    if known is not None:
-        return known
-    if len(table) >= _MAX_SHARED:  # e.g. one value per blacklisted IP: sharing stops paying
-        table.clear()
-    table[item] = item
-    return item
+def _template_bytes(template: Template) -> int:
+    return _TEMPLATE_BYTES + len(template[0]) + len(template[1])

@@ -37,7 +37,7 @@ from s25rbl.wire import message as wire
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 250_000  # answers (one per question variant: A, TXT, EDNS or not)
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # whole answers (one per question variant: A, TXT, EDNS or not)
 
 Result = bytes | Awaitable[bytes | None] | None
 
@@ -53,8 +53,9 @@ class Reply(NamedTuple):
 
 
 class Responder:
-    """Answers DNS requests for the zones from the verdict engine; ``cache_size`` answers are
-    kept whole (0: none, every answer is built)."""
+    """Answers DNS requests for the zones from the verdict engine; answers are kept whole in
+    at most ``cache_bytes`` (and ``cache_size`` entries, if given; 0 in either: none, every
+    answer is built)."""
 
     def __init__(
         self,
@@ -62,7 +63,8 @@ class Responder:
         engine: VerdictEngine,
         settings: AnswerSettings,
         serial: Callable[[], int] = lambda: 1,
-        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_size: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.zones = zones
         self.engine = engine
@@ -70,15 +72,21 @@ class Responder:
         self.answers = Answers(settings, serial)
         self.counts: Counter[CountKey] = Counter()
         self.cache: AnswerCache | None = None
-        if cache_size > 0:
+        if cache_bytes > 0 and cache_size != 0:
             self.cache = AnswerCache(
-                cache_size, engine.lists, engine.clock.monotonic, self.counts, engine.hits.hit_entry
+                cache_bytes,
+                engine.lists,
+                engine.clock.monotonic,
+                self.counts,
+                engine.hits.hit_entry,
+                max_entries=cache_size,
             )
 
     # --- entry point ---------------------------------------------------------------------
 
-    def handle(self, data: bytes, tcp: bool) -> Result:
-        """The answer to one packet; None means send nothing."""
+    def handle(self, data: bytes, tcp: bool, client: str | None = None) -> Result:
+        """The answer to one packet from ``client`` (its address, for sharing lookup slots
+        fairly between clients); None means send nothing."""
         cache = self.cache
         if cache is not None:
             if type(data) is not bytes:
@@ -91,7 +99,7 @@ class Responder:
         except Drop:
             self.counts["-", "dropped", "-"] += 1
             return None
-        query = Query(request, 65535 if tcp else self._udp_limit(request))
+        query = Query(request, 65535 if tcp else self._udp_limit(request), client=client)
         lists = self.engine.lists()  # what this answer is built from, for the cache
         try:
             reply = self._dispatch(query)
@@ -171,7 +179,7 @@ class Responder:
 
     async def _verdict_later(self, query: Query, ip: IPAddress) -> Reply:
         # decide_fast found nothing in steps 1-3: only the lookup and what follows remain.
-        verdict = await self.engine.decide_after_lists(ip)
+        verdict = await self.engine.decide_after_lists(ip, query.client)
         return self._verdict(query, verdict, self._valid_until(ip, verdict))
 
     def _valid_until(self, ip: IPAddress, verdict: Verdict) -> float | None:

@@ -1,4 +1,5 @@
-"""Reverse lookups with forward confirmation: one deadline, shared in-flight work, a bounded cache.
+"""Reverse lookups with forward confirmation: one deadline, shared in-flight work, lookup slots
+shared fairly (``fairness``), and a cache bounded in bytes.
 
 A PTR name is chosen by whoever controls the address, so it only counts once the name's own
 A/AAAA records contain the address again (forward-confirmed).
@@ -9,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections import OrderedDict
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.lists.values import IPAddress
 from s25rbl.resolve.codec import AAAA, PTR, A, LookupResult, LookupStatus, Resolver, reverse_name
+from s25rbl.resolve.fairness import FairSlots, Ticket, prefix, querier_prefix
 
 log = logging.getLogger(__name__)
 
 MAX_CACHE_TTL = 3600  # an hour: PTR data changes rarely, but a fixed pool gets reassigned
 TEMPFAIL_CACHE_TTL = 5  # shields a failing upstream from a retry storm, yet recovers fast
 _TEMPORARY = (LookupStatus.SERVFAIL, LookupStatus.TIMEOUT)
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+# What a cache entry costs besides its result's tuples and strings (CPython 3.11, 64-bit): a
+# dict slot (up to ~100 bytes just after the table doubled), the address object that keys it
+# (an IPv6 one holds a larger int), the (expiry, result) tuple, the float, the result object.
+_ENTRY_BYTES = 104 + 100 + sys.getsizeof((0.0, None)) + sys.getsizeof(0.0) + 96
+_OVERLOADED = ("overloaded: too many lookups in flight",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +41,12 @@ class RdnsResult:
     tempfail: bool = False
     notes: tuple[str, ...] = ()
     ttl: int = 0
+
+    def size(self) -> int:
+        """Roughly what this result holds in memory, in bytes (its tuples and strings)."""
+        strings = {id(text): text for part in (self.names, self.confirmed, self.notes) for text in part}
+        tuples = sum(sys.getsizeof(part) for part in (self.names, self.confirmed, self.notes) if part)
+        return tuples + sum(sys.getsizeof(text) for text in strings.values())
 
 
 @dataclass(slots=True)
@@ -48,7 +62,14 @@ class LookupStats:
 
 
 class ReverseLookup:
-    """PTR + forward confirmation for one address at a time, for many addresses at once."""
+    """PTR + forward confirmation for one address at a time, for many addresses at once.
+
+    At most ``max_inflight`` verdicts are looked up at once and as many more wait, shared
+    fairly between queriers and target prefixes (``fairness``; one /24 or /64 holds at most
+    ``per_prefix`` of them, by default an eighth); beyond that a lookup is answered
+    "temporarily failed" at once. Results are kept for their TTL in at most ``cache_bytes``
+    (and ``cache_size`` entries, if given; 0 in either: none kept).
+    """
 
     def __init__(
         self,
@@ -57,7 +78,9 @@ class ReverseLookup:
         deadline: float = 1.5,
         max_names: int = 5,
         max_inflight: int = 512,
-        cache_size: int = 200_000,
+        per_prefix: int | None = None,
+        cache_size: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         clock: Clock | None = None,
         observe: Callable[[float, str], None] | None = None,
     ) -> None:
@@ -65,13 +88,15 @@ class ReverseLookup:
         self._observe = observe
         self._deadline = deadline
         self._max_names = max_names
-        self._max_inflight = max_inflight
-        self._cache_size = cache_size
+        self._max_entries = cache_size
+        self._max_bytes = cache_bytes if cache_size != 0 else 0
+        self.cache_bytes_used = 0
         self._clock = clock or SystemClock()
-        self._cache: OrderedDict[IPAddress, tuple[float, RdnsResult]] = OrderedDict()
+        # Insertion order is eviction order: the oldest eighth goes when full.
+        self._cache: dict[IPAddress, tuple[float, RdnsResult]] = {}
         self._inflight: dict[IPAddress, asyncio.Future[RdnsResult]] = {}
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._waiting = 0
+        share = per_prefix if per_prefix is not None else max(4, max_inflight // 8)
+        self.slots = FairSlots(max_inflight, max_inflight, share)
         self.stats = LookupStats()
 
     @property
@@ -84,7 +109,7 @@ class ReverseLookup:
         if item is None:
             return None
         if item[0] <= self._clock.monotonic():
-            del self._cache[ip]
+            self._forget(ip)
             return None
         self.stats.cache_hits += 1
         return item[1]
@@ -102,52 +127,66 @@ class ReverseLookup:
             future.cancel()
         await self._resolver.close()
 
-    async def lookup(self, ip: IPAddress) -> tuple[RdnsResult, bool]:
-        """The reverse lookup of ``ip`` and whether it came from the cache."""
+    async def lookup(self, ip: IPAddress, querier: str | None = None) -> tuple[RdnsResult, bool]:
+        """The reverse lookup of ``ip`` and whether it came from the cache; ``querier`` is the
+        address of the DNS client that asked (None: asked from here, by the API or the CLI)."""
         hit = self.cached(ip)
         if hit is not None:
             return hit, True
         pending = self._inflight.get(ip)
         if pending is not None:
             self.stats.coalesced += 1
-            return await asyncio.shield(pending), False
-        if self._slots.locked() and self._waiting >= self._max_inflight:
+            try:
+                return await asyncio.shield(pending), False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The lookup we joined was cancelled with the client that started it (its
+                # connection closed): this one still wants the answer, so it asks again.
+                return await self.lookup(ip, querier)
+        ticket = self.slots.enter(querier_prefix(querier) if querier is not None else None, prefix(ip))
+        if ticket is None:
             # A flood of random addresses: answer "temporarily failed" at once rather than
             # queue without bound; the MTA defers and retries, which is the S25R way anyway.
             self.stats.overload += 1
-            return RdnsResult(tempfail=True, notes=("overloaded: too many lookups in flight",)), False
+            return RdnsResult(tempfail=True, notes=_OVERLOADED), False
         future: asyncio.Future[RdnsResult] = asyncio.get_running_loop().create_future()
         self._inflight[ip] = future
         try:
-            result = await self._run(ip)
+            result, keep = await self._run(ip, ticket)
             future.set_result(result)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
             del self._inflight[ip]
-        self._store(ip, result)
+        if keep:
+            self._store(ip, result)
         return result, False
 
-    async def _run(self, ip: IPAddress) -> RdnsResult:
+    async def _run(self, ip: IPAddress, ticket: Ticket) -> tuple[RdnsResult, bool]:
+        """The lookup once it holds a slot, and whether its result may be cached."""
         start = self._clock.monotonic()
-        waiting = True
-        self._waiting += 1
         try:
             # The deadline covers the wait for a slot too: an answer late is an answer lost.
             async with asyncio.timeout(self._deadline):
-                async with self._slots:
-                    self._waiting -= 1
-                    waiting = False
-                    self.stats.fresh += 1
-                    result = await self._resolve(ip)
+                if not await self.slots.wait(ticket):
+                    # Its place in line went to a querier with fewer waiters (see fairness).
+                    self.stats.overload += 1
+                    return RdnsResult(tempfail=True, notes=_OVERLOADED), False
+                self.stats.fresh += 1
+                result = await self._resolve(ip)
             if self._observe is not None:
                 outcome = (
                     "tempfail" if result.tempfail else "confirmed" if result.confirmed else "unconfirmed"
                 )
                 self._observe(self._clock.monotonic() - start, outcome)
-            return result
+            return result, True
         except TimeoutError:
             self.stats.deadline += 1
             self.stats.tempfail += 1
@@ -155,10 +194,9 @@ class ReverseLookup:
             if self._observe is not None:
                 self._observe(elapsed, "deadline")
             note = f"deadline of {self._deadline:g} s passed after {elapsed:.2f} s"
-            return RdnsResult(tempfail=True, notes=(note,))
+            return RdnsResult(tempfail=True, notes=(note,)), True
         finally:
-            if waiting:
-                self._waiting -= 1
+            self.slots.leave(ticket)
 
     async def _resolve(self, ip: IPAddress) -> RdnsResult:
         try:
@@ -205,15 +243,39 @@ class ReverseLookup:
             return None
 
     def _store(self, ip: IPAddress, result: RdnsResult) -> None:
-        if self._cache_size <= 0:
+        if self._max_bytes <= 0:
             return
         ttl = TEMPFAIL_CACHE_TTL if result.tempfail else min(result.ttl, MAX_CACHE_TTL)
         if ttl <= 0:
             return
+        if ip in self._cache:
+            self._forget(ip)
+        cost = _ENTRY_BYTES + result.size()
+        if self.cache_bytes_used + cost > self._max_bytes or (
+            self._max_entries is not None and len(self._cache) >= self._max_entries
+        ):
+            self._evict(cost)
         self._cache[ip] = (self._clock.monotonic() + ttl, result)
-        self._cache.move_to_end(ip)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self.cache_bytes_used += cost
+
+    def _forget(self, ip: IPAddress) -> None:
+        self.cache_bytes_used -= _ENTRY_BYTES + self._cache.pop(ip)[1].size()
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest entries until an eighth of the room is free and ``room`` fits."""
+        target = min(self._max_bytes - room, self._max_bytes - self._max_bytes // 8)
+        entries = self._max_entries
+        keep = len(self._cache) if entries is None else entries - max(1, entries // 8)
+        freed = 0
+        gone: list[IPAddress] = []
+        for ip, (_expires, result) in self._cache.items():
+            if self.cache_bytes_used - freed <= target and len(self._cache) - len(gone) <= keep:
+                break
+            gone.append(ip)
+            freed += _ENTRY_BYTES + result.size()
+        for ip in gone:
+            del self._cache[ip]
+        self.cache_bytes_used -= freed
 
 
 def _contains(result: LookupResult, ip: IPAddress) -> bool:

@@ -60,10 +60,12 @@ class VerdictEngine:
             return early
         return await self.decide_after_lists(ip)
 
-    async def decide_after_lists(self, ip: IPAddress) -> Verdict:
+    async def decide_after_lists(self, ip: IPAddress, querier: str | None = None) -> Verdict:
         """Steps 4-9 only: for a caller to whom ``decide_fast`` just returned None, so steps
-        1-3 have already found nothing (not repeated: they cost as much as the rest)."""
-        rdns, cached = await self.rdns.lookup(ip)
+        1-3 have already found nothing (not repeated: they cost as much as the rest).
+        ``querier``: the address of the DNS client asking, whose lookups share slots fairly
+        with other clients' (None: asked from here)."""
+        rdns, cached = await self.rdns.lookup(ip, querier)
         return self._after_lookup(ip, rdns, cached=cached)
 
     def decide_name(self, name: str) -> Verdict:

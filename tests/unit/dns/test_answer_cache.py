@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import struct
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable
 
 import dnslib
 import pytest
 
 from s25rbl.dns.answers import AnswerSettings
+from s25rbl.dns.cache import INF, AnswerCache
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
@@ -265,3 +270,115 @@ async def test_hits_count_like_fresh_answers() -> None:
     assert node.cache_hits == 4
     assert node.engine.hits.take()[2][0] == 5  # the CIDR entry, counted on every answer
     assert node.responder.counts["blocklist", "127.0.0.3", "blacklist-address"] == 5
+
+
+def with_cookie(raw: bytes, cookie: bytes) -> bytes:
+    """``raw`` (a query with an empty OPT record last) with a COOKIE option in that record."""
+    option = struct.pack("!HH", 10, len(cookie)) + cookie
+    return raw[:-2] + struct.pack("!H", len(option)) + option
+
+
+async def test_edns_options_do_not_make_new_keys() -> None:
+    node = Node()
+    name = rev(LISTED)
+    first = await node.ask(packet(name, edns=1232))
+    for n in range(50):
+        reply = await node.ask(with_cookie(packet(name, edns=1232), bytes([n]) * 8))
+        assert reply == first
+    assert node.cache_hits == 50
+    assert node.responder.cache is not None and len(node.responder.cache) == 1
+
+
+PADDED = [
+    ("octets-after-question", lambda raw: raw + b"\x00" * 60_000),
+    ("octets-after-opt", lambda raw: raw + b"\x00" * 60_000),
+    ("option-past-opt", lambda raw: raw[:-2] + b"\x00\x06" + b"\x00\x0a\x00\x08\x01\x02"),
+]
+
+
+@pytest.mark.parametrize("pad", [c[1] for c in PADDED], ids=[c[0] for c in PADDED])
+async def test_padded_requests_are_formerr_and_never_stored(pad: Callable[[bytes], bytes]) -> None:
+    node = Node()
+    for edns in (None, 1232):
+        for qid in range(3):
+            reply = dnslib.DNSRecord.parse(await node.ask(pad(packet(rev(LISTED), qid=qid, edns=edns))))
+            assert reply.header.rcode == dnslib.RCODE.FORMERR
+            assert reply.header.id == qid
+    assert node.responder.cache is not None and len(node.responder.cache) == 0
+
+
+async def test_a_flood_of_large_padded_queries_does_not_grow_memory() -> None:
+    node = Node()
+    await node.ask(packet(rev(LISTED)))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            await node.ask(packet(rev(f"198.51.100.{n % 250}"), qid=n) + bytes([n % 256]) * 60_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1 << 20  # 120 MB of queries went in; (almost) nothing stayed
+
+
+def raw_query(n: int, edns: bool) -> tuple[bytes, int]:
+    """A query for the n-th address of 10/8 (built by hand: quick), and its question length."""
+    labels = [str(n & 255), str(n >> 8 & 255), str(n >> 16 & 255), "10", "bl", "example"]
+    name = b"".join(bytes([len(x)]) + x.encode() for x in labels) + b"\x00"
+    header = struct.pack("!HHHHHH", n & 0xFFFF, 0x0100, 1, 0, 0, 1 if edns else 0)
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" if edns else b""
+    return header + name + b"\x00\x01\x00\x01" + opt, len(name) + 4
+
+
+def fill(cache_bytes: int, mix: str) -> tuple[AnswerCache, int]:
+    """An answer cache of ``cache_bytes`` filled past its bound with answers of one kind; the
+    memory it holds, as tracemalloc counts it."""
+    snapshot = object()
+    cache = AnswerCache(cache_bytes, lambda: snapshot, lambda: 0.0, Counter(), lambda entry: None)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(cache_bytes // 80):
+            request, question = raw_query(n, edns=n % 2 == 1)
+            record = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x7f\x00\x00" + bytes([2 + n % 3])
+            reply = (
+                request[:2]
+                + b"\x84\x00\x00\x01\x00\x01\x00\x00\x00\x00"
+                + request[12 : 12 + question]
+                + record
+            )
+            cache.store(
+                request,
+                n % 3 == 0,
+                reply,
+                question_length=question,
+                lists=snapshot,
+                expires=INF if mix == "until-list-change" else 100.0 + n,
+                count=("blocklist", f"127.0.0.{2 + n % 3}", "s25r-rule"),
+                entry_id=n + 100_000 if mix == "entry-per-answer" else None,
+            )
+        del request, reply
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return cache, held
+
+
+@pytest.mark.parametrize("mix", ["until-list-change", "own-expiry", "entry-per-answer"])
+@pytest.mark.parametrize("cache_bytes", [256 * 1024, 1024 * 1024])
+def test_the_cache_holds_no_more_memory_than_its_byte_bound(cache_bytes: int, mix: str) -> None:
+    cache, held = fill(cache_bytes, mix)
+    assert cache.evicted > 0
+    assert held <= cache_bytes
+    assert cache.bytes <= cache_bytes
+    assert held > cache_bytes // 2  # and it does use the room it has
+
+
+async def test_odd_flags_are_answered_but_never_stored() -> None:
+    node = Node()
+    raw = bytearray(packet(rev(LISTED)))
+    raw[3] |= 0x40  # the Z bit
+    for _ in range(2):
+        assert a_code(await node.ask(bytes(raw))) == 3
+    assert node.responder.cache is not None and len(node.responder.cache) == 0

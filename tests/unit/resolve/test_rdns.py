@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
+import sys
+from collections.abc import Callable
+
+import pytest
 
 from s25rbl.resolve.codec import PTR, LookupStatus
-from s25rbl.resolve.rdns import ReverseLookup
+from s25rbl.resolve.rdns import RdnsResult, ReverseLookup
 from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
 
@@ -86,7 +91,8 @@ async def test_concurrent_lookups_of_one_address_share_one_upstream_query() -> N
 async def test_flood_beyond_the_inflight_bound_answers_tempfail_at_once() -> None:
     resolver = DictResolver()
     resolver.delay = 0.2
-    rdns = ReverseLookup(resolver, max_inflight=5, deadline=2.0)
+    # One /24 may hold every slot here (per_prefix=40): this is about the total bound.
+    rdns = ReverseLookup(resolver, max_inflight=5, per_prefix=40, deadline=2.0)
     addresses = [ipaddress.ip_address(f"198.51.100.{n}") for n in range(40)]
     results = await asyncio.gather(*(rdns.lookup(a) for a in addresses))
     overloaded = [r for r, _ in results if r.tempfail and "overloaded" in r.notes[0]]
@@ -112,3 +118,45 @@ async def test_forward_failure_with_another_name_confirmed_is_not_tempfail() -> 
     assert not result.tempfail
     assert result.confirmed == ("a.example.org",)
     assert any("b.example.org: forward lookup timeout" in note for note in result.notes)
+
+
+def deep_size(obj: object, seen: set[int] | None = None) -> int:
+    """The bytes ``obj`` holds: itself and, for containers, addresses and results, all it refers to."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        return size + sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    if isinstance(obj, tuple):
+        return size + sum(deep_size(item, seen) for item in obj)
+    if isinstance(obj, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return size + sys.getsizeof(int(obj))
+    if isinstance(obj, RdnsResult):
+        return size + sum(deep_size(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    return size
+
+
+CACHE_MIXES = [
+    ("no-ptr", lambda r, ip: r),
+    ("confirmed", lambda r, ip: r.ptr(ip, f"p{ip}.pool.example").host(f"p{ip}.pool.example", ip)),
+    ("three-unconfirmed", lambda r, ip: r.ptr(ip, *(f"h{n}-{ip}.example.net" for n in range(3)))),
+]
+
+
+@pytest.mark.parametrize("setup", [m[1] for m in CACHE_MIXES], ids=[m[0] for m in CACHE_MIXES])
+async def test_cache_is_bounded_in_bytes(setup: Callable[[DictResolver, str], DictResolver]) -> None:
+    resolver = DictResolver()
+    addresses = [f"10.0.{n >> 8}.{n & 255}" for n in range(3000)]
+    for address in addresses:
+        setup(resolver, address)
+    rdns = ReverseLookup(resolver, cache_bytes=256 * 1024, clock=FakeClock())
+    for address in addresses:
+        await rdns.lookup(ipaddress.ip_address(address))
+    held = deep_size(rdns._cache)
+    assert held <= 256 * 1024
+    assert rdns.cache_bytes_used <= 256 * 1024
+    assert len(rdns._cache) > 200  # yet it keeps what fits
+    assert rdns.cached(ipaddress.ip_address(addresses[-1])) is not None
+    assert rdns.cached(ipaddress.ip_address(addresses[0])) is None  # the oldest went first
