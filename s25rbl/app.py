@@ -29,6 +29,7 @@ from s25rbl.clock import Clock, SystemClock
 from s25rbl.config import Endpoint, Settings
 from s25rbl.dns.answers import AnswerSettings
 from s25rbl.dns.handler import Responder
+from s25rbl.dns.tcp import TcpLimits
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.jobs.expiry import ExpiryScheduler
@@ -69,6 +70,7 @@ def build_engine(
         max_names=settings.resolver.max_names,
         max_inflight=settings.resolver.max_inflight,
         cache_size=settings.resolver.cache_size,
+        cache_bytes=settings.resolver.cache_bytes,
         clock=clock,
         observe=observe,
     )
@@ -97,7 +99,14 @@ def make_responder(settings: Settings, engine: VerdictEngine, serial: Callable[[
         hostmaster=dns.hostmaster,
         max_udp_payload=dns.max_udp_payload,
     )
-    return Responder(zones, engine, answers, serial=serial, cache_size=dns.answer_cache_size)
+    return Responder(
+        zones,
+        engine,
+        answers,
+        serial=serial,
+        cache_size=dns.answer_cache_size,
+        cache_bytes=dns.answer_cache_bytes,
+    )
 
 
 async def open_store(settings: Settings, clock: Clock) -> Store:
@@ -156,8 +165,9 @@ async def dns_node(settings: Settings, clock: Clock, *, set_up_store: bool) -> A
 @contextlib.asynccontextmanager
 async def answering(node: DnsNode, *, reuse_port: bool) -> AsyncIterator[Listeners]:
     """The node's DNS listeners, with its lists kept in step and its hit counts written back."""
-    settings = node.settings
-    listeners = Listeners(node.responder, settings.dns.listen, settings.dns.tcp_idle_timeout)
+    dns = node.settings.dns
+    tcp = TcpLimits(dns.tcp_idle_timeout, dns.tcp_max_connections, dns.tcp_max_per_prefix)
+    listeners = Listeners(node.responder, dns.listen, tcp, dns.udp_receive_buffer)
     await listeners.start(reuse_port=reuse_port)
     tasks = [
         asyncio.create_task(node.lists.run(), name="list-sync"),

@@ -50,9 +50,13 @@ class DnsSettings:
     negative_ttl: int = 300
     tempfail_ttl: int = 30
     tcp_idle_timeout: float = 10.0
+    tcp_max_connections: int = 1024
+    tcp_max_per_prefix: int = 64  # per client /24 or /64
+    udp_receive_buffer: int = 4 * 1024 * 1024  # octets asked of the kernel (0: its default)
     max_udp_payload: int = 1232
     workers: int = 1
-    answer_cache_size: int = 250_000
+    answer_cache_bytes: int = 64 * 1024 * 1024
+    answer_cache_size: int | None = None  # deprecated: an extra cap on entries (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,8 @@ class ResolverSettings:
     timeout: float = 1.5
     max_names: int = 5
     max_inflight: int = 512
-    cache_size: int = 200_000
+    cache_bytes: int = 64 * 1024 * 1024
+    cache_size: int | None = None  # deprecated: an extra cap on entries (0: off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Settings:
     learning: LearningSettings = field(default_factory=LearningSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
+    warnings: tuple[str, ...] = ()  # said once at start: deprecated keys in use
 
 
 # --- value parsers: each raises ValueError with a message for the user -------------------
@@ -242,8 +248,12 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "negative_ttl": _number(int, 0, 86400),
         "tempfail_ttl": _number(int, 0, 3600),
         "tcp_idle_timeout": _number(float, 0.1, 3600),
+        "tcp_max_connections": _number(int, 1, 1_000_000),
+        "tcp_max_per_prefix": _number(int, 1, 1_000_000),
+        "udp_receive_buffer": _number(int, 0, 1 << 30),
         "max_udp_payload": _number(int, 512, 4096),
         "workers": _number(int, 1, 64),
+        "answer_cache_bytes": _number(int, 0, 1 << 40),
         "answer_cache_size": _number(int, 0, 50_000_000),
     },
     "resolver": {
@@ -251,6 +261,7 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "timeout": _number(float, 0.05, 30),
         "max_names": _number(int, 1, 32),
         "max_inflight": _number(int, 1, 100_000),
+        "cache_bytes": _number(int, 0, 1 << 40),
         "cache_size": _number(int, 0, 50_000_000),
     },
     "database": {"url": _url},
@@ -272,6 +283,12 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "expire_interval": _number(float, 1, 86400),
     },
     "log": {"level": _level},
+}
+
+# Keys still read, with a warning at start, and what replaced them.
+_DEPRECATED = {
+    ("dns", "answer_cache_size"): "dns.answer_cache_bytes",
+    ("resolver", "cache_size"): "resolver.cache_bytes",
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -346,6 +363,12 @@ def load_settings(
         raw.setdefault(section, {})[key] = value
 
     sections: dict[str, Any] = {}
+    warnings = [
+        f"{section}.{key} is deprecated: it only caps the number of entries now; the cache is "
+        f"bounded in bytes by {new} (0 in either turns it off)"
+        for (section, key), new in _DEPRECATED.items()
+        if key in raw.get(section, {})
+    ]
     for section, parsers in _PARSERS.items():
         values: dict[str, Any] = {}
         for key, value in raw.get(section, {}).items():
@@ -380,7 +403,7 @@ def load_settings(
     database: DatabaseSettings = sections["database"]
     if not database.url:
         sections["database"] = DatabaseSettings(url=f"sqlite:///{default_state_dir(env) / 's25rbl.db'}")
-    return Settings(source=source, **sections)
+    return Settings(source=source, warnings=tuple(warnings), **sections)
 
 
 def _replace(obj: Any, **changes: Any) -> Any:

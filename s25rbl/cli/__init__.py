@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"s25rbl: {exc}", file=sys.stderr)
         return exc.exit_status
     _setup_logging(settings)
+    for warning in settings.warnings:
+        logging.getLogger("s25rbl.config").warning("%s", warning)
     try:
         return int(args.func(settings, args))
     except S25rblError as exc:

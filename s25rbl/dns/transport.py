@@ -1,7 +1,8 @@
 """UDP and TCP listeners: they only frame bytes and call the one handler.
 
-TCP follows RFC 7766: 2-byte length framing, several queries per connection answered as they
-are ready (pipelining), an idle timeout, and bounded work per connection.
+UDP is read here (``UdpReader``); TCP follows RFC 7766 with bounded connections (``tcp``).
+The UDP socket asks the kernel for a large receive buffer, so a burst that arrives while a
+lookup or a list reload holds the event loop waits in the kernel instead of being dropped.
 """
 
 from __future__ import annotations
@@ -9,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import resource
 import socket
-import struct
-import typing
-from collections.abc import Awaitable
 from typing import Any
 
 from s25rbl.config import Endpoint
 from s25rbl.dns.handler import Responder
+from s25rbl.dns.tcp import SOCKET_BUFFER, TcpConnection, TcpLimits, TcpServer
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_PER_CONNECTION = 32
-MAX_TCP_CONNECTIONS = 1024
+DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+_FD_RESERVE = 256  # descriptors kept for everything but DNS over TCP: store, upstreams, API
 
 
 class UdpReader:
@@ -52,7 +52,7 @@ class UdpReader:
                 return
             except OSError:  # e.g. ECONNREFUSED left by an ICMP error: nothing to answer
                 continue
-            result = handle(data, False)
+            result = handle(data, False, addr[0])
             if result is None:
                 continue
             if isinstance(result, bytes):
@@ -83,108 +83,34 @@ class UdpReader:
         self._sock.close()
 
 
-class TcpProtocol(asyncio.Protocol):
-    """One TCP connection: 2-octet framed queries in, answers out as each is ready."""
-
-    def __init__(self, server: TcpServer) -> None:
-        self._server = server
-        self._responder = server.responder
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._pending: set[asyncio.Future[Any]] = set()
-        self._idle: asyncio.TimerHandle | None = None
-        self._paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCP transport does not subclass asyncio.Transport: cast.
-        transport = self._transport = typing.cast(asyncio.Transport, transport)
-        self._server.connections.add(self)
-        if len(self._server.connections) > MAX_TCP_CONNECTIONS:
-            transport.close()
-            return
-        self._arm_idle()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
-        for task in self._pending:
-            task.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= 2:
-            (length,) = struct.unpack_from("!H", self._buffer)
-            if len(self._buffer) < 2 + length:
-                break
-            message = bytes(self._buffer[2 : 2 + length])
-            del self._buffer[: 2 + length]
-            self._handle(message)
-        if len(self._buffer) > 2 + 65535:  # cannot happen with valid framing; be safe anyway
-            self._close()
-            return
-        self._arm_idle()
-
-    def _handle(self, message: bytes) -> None:
-        result = self._responder.handle(message, tcp=True)
-        if result is None:
-            # Unanswerable garbage on a stream: the framing can no longer be trusted.
-            self._close()
-            return
-        if isinstance(result, bytes):
-            self._write(result)
-            return
-        self._await(result)
-
-    def _await(self, result: Awaitable[bytes | None]) -> None:
-        task = asyncio.ensure_future(result)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-        if len(self._pending) >= MAX_PENDING_PER_CONNECTION and self._transport is not None:
-            self._transport.pause_reading()
-            self._paused = True
-
-    def _done(self, task: asyncio.Future[bytes | None]) -> None:
-        self._pending.discard(task)
-        if self._paused and self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-            self._paused = False
-        if task.cancelled() or task.exception() is not None:
-            return
-        response = task.result()
-        if response is not None:
-            self._write(response)
-        self._arm_idle()
-
-    def _write(self, response: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(struct.pack("!H", len(response)) + response)
-
-    def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self._server.idle_timeout, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        if self._pending:  # still working for this client: not idle
-            self._arm_idle()
-            return
-        self._close()
-
-    def _close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a receive buffer of ``size`` octets; what the kernel granted (Linux reports
+    twice the size asked, its bookkeeping included). Past ``net.core.rmem_max`` only a
+    process with CAP_NET_ADMIN gets more (SO_RCVBUFFORCE); others get the maximum."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size and hasattr(socket, "SO_RCVBUFFORCE"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
+    except OSError:  # no CAP_NET_ADMIN: the maximum granted above stands
+        pass
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
-class TcpServer:
-    """What the TCP connections of one set of listeners share: the handler, the idle timeout and
-    the set of open connections."""
-
-    def __init__(self, responder: Responder, idle_timeout: float) -> None:
-        self.responder = responder
-        self.idle_timeout = idle_timeout
-        self.connections: set[TcpProtocol] = set()
+def descriptor_budget(wanted: int) -> int:
+    """How many TCP connections the process's open-file limit leaves room for, raising the
+    soft limit towards the hard one first if ``wanted`` needs it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - _FD_RESERVE))
 
 
 def _bind(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool) -> socket.socket:
@@ -195,6 +121,8 @@ def _bind(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool) -> sock
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it (the window scale is chosen before accept).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((endpoint.host, endpoint.port))
@@ -225,21 +153,53 @@ def _bind_pair(
 class Listeners:
     """Every configured address, UDP and TCP on each. Port 0 binds UDP first, TCP to the same port."""
 
-    def __init__(self, responder: Responder, endpoints: tuple[Endpoint, ...], idle_timeout: float) -> None:
+    def __init__(
+        self,
+        responder: Responder,
+        endpoints: tuple[Endpoint, ...],
+        tcp: TcpLimits | None = None,
+        udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER,
+    ) -> None:
         self._responder = responder
         self._endpoints = endpoints
-        self._tcp = TcpServer(responder, idle_timeout)
+        self._tcp_limits = tcp or TcpLimits()
+        self._udp_receive_buffer = udp_receive_buffer
+        self.tcp: TcpServer | None = None
         self._udp: list[UdpReader] = []
         self._servers: list[asyncio.base_events.Server] = []
         self.bound: list[Endpoint] = []
+        self.receive_buffers: list[int] = []  # what the kernel granted each UDP socket
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
+        limits = self._tcp_limits
+        allowed = descriptor_budget(limits.max_connections)
+        if allowed < limits.max_connections:
+            log.warning(
+                "the open-file limit leaves room for %d DNS TCP connections, not %d "
+                "(raise LimitNOFILE or ulimit -n)",
+                allowed,
+                limits.max_connections,
+            )
+            limits = TcpLimits(limits.idle_timeout, allowed, min(limits.max_per_prefix, allowed))
+        tcp = self.tcp = TcpServer(self._responder, limits)
         for endpoint in self._endpoints:
             udp_sock, tcp_sock = _bind_pair(endpoint, reuse_port)
             port = udp_sock.getsockname()[1]
+            if self._udp_receive_buffer:
+                granted = set_receive_buffer(udp_sock, self._udp_receive_buffer)
+                self.receive_buffers.append(granted)
+                level = logging.INFO if granted >= self._udp_receive_buffer else logging.WARNING
+                log.log(
+                    level,
+                    "UDP receive buffer on %s: %d octets granted for %d asked%s",
+                    Endpoint(endpoint.host, port),
+                    granted,
+                    self._udp_receive_buffer,
+                    "" if granted >= self._udp_receive_buffer else " (raise net.core.rmem_max)",
+                )
             self._udp.append(UdpReader(udp_sock, self._responder))
-            server = await loop.create_server(lambda: TcpProtocol(self._tcp), sock=tcp_sock, backlog=512)
+            server = await loop.create_server(lambda: TcpConnection(tcp), sock=tcp_sock, backlog=512)
             self._servers.append(server)
             self.bound.append(Endpoint(endpoint.host, port))
 
@@ -248,8 +208,8 @@ class Listeners:
             udp.close()
         for server in self._servers:
             server.close()
-        for conn in list(self._tcp.connections):
-            conn._close()
+        if self.tcp is not None:
+            await self.tcp.close()
         for server in self._servers:
             await server.wait_closed()
         self._udp.clear()

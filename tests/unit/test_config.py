@@ -100,3 +100,40 @@ def test_the_shipped_sample_configuration_is_valid() -> None:
 def test_state_directory_from_systemd_holds_the_default_store() -> None:
     s = load_settings(environ={**BASE, "STATE_DIRECTORY": "/var/lib/s25rbl"})
     assert s.database.url == "sqlite:////var/lib/s25rbl/s25rbl.db"
+
+
+def test_caches_are_sized_in_bytes() -> None:
+    s = load_settings(
+        environ={**BASE, "S25RBL_DNS__ANSWER_CACHE_BYTES": "1048576", "S25RBL_RESOLVER__CACHE_BYTES": "0"}
+    )
+    assert s.dns.answer_cache_bytes == 1 << 20
+    assert s.resolver.cache_bytes == 0
+    assert s.dns.answer_cache_size is None and s.resolver.cache_size is None
+    assert s.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "replaced_by"),
+    [
+        ({"S25RBL_DNS__ANSWER_CACHE_SIZE": "1000"}, "dns.answer_cache_bytes"),
+        ({"S25RBL_RESOLVER__CACHE_SIZE": "1000"}, "resolver.cache_bytes"),
+    ],
+    ids=["answer-cache", "resolver-cache"],
+)
+def test_entry_count_keys_still_work_with_a_warning(env: dict[str, str], replaced_by: str) -> None:
+    s = load_settings(environ={**BASE, **env})
+    assert 1000 in (s.dns.answer_cache_size, s.resolver.cache_size)
+    assert len(s.warnings) == 1 and replaced_by in s.warnings[0]
+
+
+def test_dns_abuse_limits_are_settings() -> None:
+    s = load_settings(
+        environ={
+            **BASE,
+            "S25RBL_DNS__TCP_MAX_CONNECTIONS": "200",
+            "S25RBL_DNS__TCP_MAX_PER_PREFIX": "8",
+            "S25RBL_DNS__UDP_RECEIVE_BUFFER": "8388608",
+        }
+    )
+    assert (s.dns.tcp_max_connections, s.dns.tcp_max_per_prefix) == (200, 8)
+    assert s.dns.udp_receive_buffer == 8 << 20
