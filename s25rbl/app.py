@@ -39,7 +39,7 @@ from s25rbl.node.workers import WorkerPool
 from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
-from s25rbl.service.entries import load_builtin_whitelist
+from s25rbl.service.starter import offer_starter
 from s25rbl.store.db import Store, migrate
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
@@ -101,14 +101,15 @@ def make_responder(settings: Settings, engine: VerdictEngine, serial: Callable[[
 
 
 async def open_store(settings: Settings, clock: Clock) -> Store:
-    """The store, migrated, with the starter whitelist on first use: whichever command opens a
-    new store first (``serve`` or the CLI) sets it up the same way."""
+    """The store, migrated, with the starter whitelist entries it was never offered (all of them
+    on first use, a new release's on upgrade): whichever command opens the store first after an
+    install or an upgrade (``serve``, ``migrate`` or another CLI command) sets it up the same way."""
     # Alembic runs its own event loop for the async engine, so it gets a thread.
     await asyncio.to_thread(migrate, settings.database.url)
     store = Store(settings.database.url)
     try:
         if settings.lists.builtin_whitelist:
-            await load_builtin_whitelist(store, clock=clock)
+            await offer_starter(store, clock)
     except BaseException:
         await store.close()
         raise

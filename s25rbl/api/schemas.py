@@ -11,6 +11,7 @@ from aiohttp import web
 
 from s25rbl.api.problems import Problem
 from s25rbl.errors import InvalidEntry
+from s25rbl.lists.starter import check_release
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, check_reason, parse_expiry
 from s25rbl.store.entries import EntryFilter
 
@@ -163,7 +164,7 @@ def bool_param(query: Mapping[str, str], name: str) -> bool | None:
 
 
 def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
-    allowed = {"list", "kind", "source", "q", "expired", "cursor", "limit"}
+    allowed = {"list", "kind", "source", "starter_release", "q", "expired", "cursor", "limit"}
     extra = sorted(set(query) - allowed)
     if extra:
         raise _invalid(extra[0], "unknown query parameter")
@@ -171,6 +172,12 @@ def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
     if text is not None and len(text) > 200:
         raise _invalid("q", "at most 200 characters")
     expired = bool_param(query, "expired")
+    release = query.get("starter_release")
+    if release is not None:
+        try:
+            check_release(release, "starter_release")
+        except InvalidEntry as exc:
+            raise field_problem(exc) from None
     return (
         EntryFilter(
             list=_enum_param(query, "list", ListName),
@@ -179,6 +186,7 @@ def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
             text=text or None,
             include_expired=expired is not False,
             only_expired=expired is True,
+            starter_release=release,
         ),
         expired,
     )

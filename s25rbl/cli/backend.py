@@ -107,11 +107,14 @@ class RemoteBackend:
         return result
 
     async def list_entries(self, flt: EntryFilter) -> list[dict[str, Any]]:
-        params = {
-            k: str(v)
-            for k, v in (("list", flt.list), ("kind", flt.kind), ("source", flt.source), ("q", flt.text))
-            if v
-        }
+        given = (
+            ("list", flt.list),
+            ("kind", flt.kind),
+            ("source", flt.source),
+            ("starter_release", flt.starter_release),
+            ("q", flt.text),
+        )
+        params = {k: str(v) for k, v in given if v}
         if not flt.include_expired:
             params["expired"] = "false"
         return await asyncio.to_thread(lambda: list(self._api.pages("/v1/entries", params)))

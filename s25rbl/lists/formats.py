@@ -48,6 +48,8 @@ class StoredEntry(Protocol):
     def hit_count(self) -> int: ...
     @property
     def last_hit_at(self) -> datetime | None: ...
+    @property
+    def starter_release(self) -> str | None: ...
 
 
 _WHITE_ACTIONS = {"OK", "PERMIT"}
@@ -290,6 +292,7 @@ def entry_dict(entry: StoredEntry) -> dict[str, Any]:
         "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
         "hit_count": entry.hit_count,
         "last_hit_at": entry.last_hit_at.isoformat() if entry.last_hit_at else None,
+        "starter_release": entry.starter_release,
     }
 
 

@@ -8,17 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 
 from s25rbl.clock import Clock
-from s25rbl.lists.builtin import BUILTIN_WHITELIST
 from s25rbl.lists.formats import export
-from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
+from s25rbl.lists.values import EntrySource, EntrySpec, ListName
 from s25rbl.store.db import Store
-from s25rbl.store.entries import EntryFilter, EntryRepository, MetaRepository
+from s25rbl.store.entries import EntryFilter, EntryRepository
 from s25rbl.store.models import Entry
 from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
 
-BUILTIN_KEY = "builtin_whitelist_loaded_at"
 EXPORT_PAGE = 10_000  # entries read per transaction while exporting
 
 
@@ -127,21 +125,3 @@ class Lists:
             if learned or e.source is not EntrySource.LEARNED
         ]
         return export(entries, fmt, list_)
-
-
-async def load_builtin_whitelist(store: Store, *, clock: Clock) -> int:
-    """Add the starter whitelist once per database; later removals by the operator stick."""
-    now = clock.now()
-    async with store.transaction() as session:
-        repo, meta = EntryRepository(session), MetaRepository(session)
-        if await meta.get(BUILTIN_KEY) is not None or await repo.has_source(EntrySource.BUILTIN):
-            return 0
-        added = 0
-        for domain, reason in BUILTIN_WHITELIST:
-            spec = EntrySpec(ListName.WHITE, EntryKind.DOMAIN, domain, reason)
-            if await repo.find(spec.list, spec.kind, spec.value) is None:
-                await repo.add(spec, source=EntrySource.BUILTIN, creator="s25rbl", now=now)
-                added += 1
-        await meta.set(BUILTIN_KEY, now.isoformat())
-    log.info("builtin whitelist: %d domains added", added)
-    return added

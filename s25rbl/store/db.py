@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +70,34 @@ def migrations_dir() -> Path:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` (creating a SQLite file and its folder if needed)."""
+    """Upgrade the database at ``url`` (creating a SQLite file and its folder if needed).
+
+    Processes that start at once migrate one after the other: on PostgreSQL the migration
+    environment takes an advisory lock; a SQLite file is locked here (``flock`` on the file
+    itself, which SQLite's own ``fcntl`` locks do not see), so the second finds it current.
+    """
     from alembic import command
     from alembic.config import Config
 
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["s25rbl_url"] = async_url(url)
     try:
-        command.upgrade(cfg, revision)
+        with _migrating(sqlite_path(url)):
+            command.upgrade(cfg, revision)
     except (OperationalError, DBAPIError, OSError) as exc:
         raise StoreUnavailable(f"cannot migrate {_safe(url)}: {_first_line(exc)}") from None
+
+
+@contextmanager
+def _migrating(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as held:  # an empty file is an empty SQLite database
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def current_revision(url: str) -> str | None:

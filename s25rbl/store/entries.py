@@ -28,6 +28,7 @@ class EntryFilter:
     text: str | None = None
     include_expired: bool = True
     only_expired: bool = False
+    starter_release: str | None = None  # builtin entries the starter whitelist of this release added
 
 
 class EntryRepository:
@@ -159,6 +160,8 @@ class EntryRepository:
             query = query.where(Entry.kind == flt.kind)
         if flt.source is not None:
             query = query.where(Entry.source == flt.source)
+        if flt.starter_release is not None:
+            query = query.where(Entry.starter_release == flt.starter_release)
         if flt.text:
             like = f"%{flt.text.lower()}%"
             query = query.where(or_(func.lower(Entry.value).like(like), func.lower(Entry.reason).like(like)))

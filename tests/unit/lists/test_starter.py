@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 from publicsuffixlist import PublicSuffixList
 
+from s25rbl.errors import InvalidEntry, StarterFormatError
+from s25rbl.lists import starter
 from s25rbl.lists.starter import (
     MAX_REASON,
+    STARTER_FILE,
     StarterEntry,
-    StarterFormatError,
+    check_release,
     load_starter,
     parse_starter,
 )
@@ -436,6 +439,56 @@ def test_load_reads_a_given_path(tmp_path: Path) -> None:
     path.write_text(GOOD, encoding="utf-8")
     (entry,) = load_starter(path)
     assert (entry.domain, entry.group) == ("example.com", "G")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"## G\nexample.com\t0.2.0\tthree columns\n", "), line 2: expected 4 TAB-separated columns"),
+        (b"## G\nexample.com\t0.2.0\t\xff\t\n", "): cannot be read ("),
+        (None, "): cannot be read ("),
+    ],
+    ids=["malformed-line", "not-utf8", "missing"],
+)
+def test_a_damaged_shipped_file_says_where_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, says: str
+) -> None:
+    if content is not None:
+        (tmp_path / STARTER_FILE).write_bytes(content)
+
+    class Shipped:
+        @staticmethod
+        def files(package: str) -> Path:
+            assert package == "s25rbl.lists"
+            return tmp_path
+
+    monkeypatch.setattr(starter, "resources", Shipped)
+    with pytest.raises(StarterFormatError) as caught:
+        load_starter()
+    message = str(caught.value)
+    assert message.startswith(f"the starter whitelist shipped with s25rbl ({tmp_path / STARTER_FILE}")
+    assert says in message
+    assert message.endswith("reinstall s25rbl, or set lists.builtin_whitelist = false to start without it")
+
+
+@pytest.mark.parametrize(
+    ("text", "good"),
+    [
+        ("0.2.0", True),
+        ("10.20.300", True),
+        ("0.2", False),
+        ("v0.2.0", False),
+        ("0.2.0 ", False),
+        ("1.2.3.4", False),
+    ],
+    ids=["release", "long-parts", "two-parts", "v-prefix", "trailing-blank", "four-parts"],
+)
+def test_check_release_takes_only_release_numbers(text: str, good: bool) -> None:
+    if good:
+        assert check_release(text, "f") == text
+    else:
+        with pytest.raises(InvalidEntry, match=r"^f: .* is not a release number like 0\.2\.0$"):
+            check_release(text, "f")
 
 
 @pytest.mark.parametrize(
