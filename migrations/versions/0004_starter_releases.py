@@ -5,7 +5,7 @@ the builtin entries already in a store came from 0.1.0, the only release that ha
 ``starter_offers`` holds one row per starter domain a store has been offered, so an upgrade
 adds only what is new to it and never what the operator removed.
 
-Revision ID: 0007
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
