@@ -160,8 +160,15 @@ class EntryRepository:
         if flt.source is not None:
             query = query.where(Entry.source == flt.source)
         if flt.text:
-            like = f"%{flt.text.lower()}%"
-            query = query.where(or_(func.lower(Entry.value).like(like), func.lower(Entry.reason).like(like)))
+            # The text is searched for as written: %, _ and \ in it are not LIKE wildcards.
+            text = flt.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{text}%"
+            query = query.where(
+                or_(
+                    func.lower(Entry.value).like(like, escape="\\"),
+                    func.lower(Entry.reason).like(like, escape="\\"),
+                )
+            )
         if not flt.include_expired:
             query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
         if flt.only_expired:
@@ -182,13 +189,16 @@ class EntryRepository:
         result = await self.session.execute(select(Entry.id).where(Entry.source == source).limit(1))
         return result.first() is not None
 
-    async def delete_expired(self, now: datetime, *, learned: bool) -> int:
-        """Remove entries past their expiry: learned ones, or the others (manual, imported)."""
+    async def delete_expired(self, now: datetime, *, learned: bool) -> list[EntryRow]:
+        """Remove entries past their expiry: learned ones, or the others (manual, imported).
+        Returns the rows this call removed (a row another node removed first is not among them)."""
         source = Entry.source == EntrySource.LEARNED if learned else Entry.source != EntrySource.LEARNED
         result = await self.session.execute(
-            delete(Entry).where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            delete(Entry)
+            .where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            .returning(Entry.id, Entry.list, Entry.kind, Entry.value, Entry.source, Entry.expires_at)
         )
-        removed = int(getattr(result, "rowcount", 0) or 0)
+        removed = [EntryRow(*row) for row in result.all()]
         if removed:
             await self.bump_version(now)
         return removed
