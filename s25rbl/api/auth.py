@@ -88,10 +88,8 @@ class FailedLogins:
         self._throttle = Throttle(1, window)
         self._addresses: set[str] = set()
         self._summary: asyncio.Task[None] | None = None
-        self.count = 0
 
     async def record(self, remote: str, problem: str) -> None:
-        self.count += 1
         if self._throttle.allow():
             log.warning("failed login from %s: %s", remote, problem)
             await self._write(f"address:{remote}", remote, problem)
