@@ -7,17 +7,28 @@ configuration it bakes in, and a compose file that parses and wires two nodes to
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
+from s25rbl.api.client import ApiClient
 from s25rbl.config import load_settings
+from s25rbl.errors import ApiError
+from tests.integration.api_client import make_token
+from tests.integration.server import RunningServer, start_server, write_config
+from tests.support.fakedns import FakeAuthority
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -164,3 +175,122 @@ def check_config_with_nginx(nginx: str, conf: str) -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def tls_proxy(server_sqlite: RunningServer, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The shipped nginx sample in front of a running node: (its HTTPS port, the CA file)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        if os.environ.get("S25RBL_CI"):
+            pytest.fail("nginx is not installed (scripts/test.sh installs nginx-light)")
+        pytest.skip("nginx is not installed")
+    assert server_sqlite.api is not None
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site = (
+        (DEPLOY / "nginx" / "s25rbl-api.conf")
+        .read_text()
+        .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+        .replace("listen [::]:443 ssl;", "")
+        .replace("server 127.0.0.1:8300;", f"server 127.0.0.1:{server_sqlite.api[1]};")
+        .replace("/etc/ssl/s25rbl/fullchain.pem", str(tmp_path / "cert.pem"))
+        .replace("/etc/ssl/s25rbl/privkey.pem", str(tmp_path / "key.pem"))
+    )
+    (tmp_path / "site.conf").write_text(site)
+    temp = "".join(f"{kind}_temp_path {tmp_path}/{kind};\n" for kind in ("client_body", "proxy"))
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off;\nmaster_process off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        f"events {{}}\nhttp {{ access_log off;\n{temp}include {tmp_path}/site.conf; }}\n"
+    )
+    proxy = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield port, tmp_path / "cert.pem"
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
+
+@pytest.fixture
+def server_sqlite(tmp_path: Path, upstream: FakeAuthority) -> Iterator[RunningServer]:
+    running = start_server(
+        write_config(tmp_path / "s25rbl.toml", (upstream.host, upstream.port), tmp_path / "s25rbl.db")
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_remote_reporter_reaches_the_api_through_the_tls_proxy_sample(
+    server_sqlite: RunningServer, tls_proxy: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, ca = tls_proxy
+    base = f"https://127.0.0.1:{port}"
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the reporter's client trusts the proxy's certificate
+    reporter = ApiClient(base, make_token(server_sqlite, "mx9", "report"))
+    report = {"client_ip": "198.51.100.7", "sender": "a@shop.example", "recipient": "b@example.org"}
+    assert reporter.json("POST", "/v1/reports", report)["accepted"] == 1
+    reader = make_token(server_sqlite, "viewer", "read")
+    with pytest.raises(ApiError) as hidden:
+        ApiClient(base, reader).call("GET", "/metrics")
+    assert hidden.value.status == 404  # /metrics stays on the loopback address
+    exported = server_sqlite.cli(
+        "export", "--api", base, "--token", reader, "--format", "json", "--list", "white"
+    )
+    assert exported.returncode != 0  # the CLI process does not trust the private CA ...
+    env_cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "s25rbl",
+            "--config",
+            str(server_sqlite.config),
+            "export",
+            "--api",
+            base,
+            "--token",
+            reader,
+            "--format",
+            "json",
+            "--list",
+            "white",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**server_sqlite.env, "SSL_CERT_FILE": str(ca)},
+    )
+    assert env_cli.returncode == 0, env_cli.stderr  # ... with SSL_CERT_FILE it does, streamed through
+    assert any(e["value"] == "hotmail.com" for e in json.loads(env_cli.stdout))
