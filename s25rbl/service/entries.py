@@ -9,7 +9,7 @@ from datetime import datetime
 
 from s25rbl.clock import Clock
 from s25rbl.lists.builtin import BUILTIN_WHITELIST
-from s25rbl.lists.formats import Export
+from s25rbl.lists.formats import Export, StoredEntry
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository, MetaRepository
@@ -95,22 +95,30 @@ class Lists:
                 flt, self._clock.now(), after_id=after_id, limit=limit
             )
 
-    async def pages(self, flt: EntryFilter, size: int = EXPORT_PAGE) -> AsyncIterator[Sequence[Entry]]:
-        """Every entry the filter selects, a page per transaction: no limit, no long lock, at most
-        a page in memory. At least one page, maybe empty."""
+    async def pages(self, flt: EntryFilter, size: int = EXPORT_PAGE) -> AsyncIterator[Sequence[StoredEntry]]:
+        """Every entry the filter selects as plain rows, a page per transaction: no limit, no long
+        lock, at most a page in memory. At least one page, maybe empty."""
         after = 0
         while True:
-            page = await self.search(flt, after_id=after, limit=size)
+            async with self._store.transaction() as session:
+                page = await EntryRepository(session).search_rows(
+                    flt, self._clock.now(), after_id=after, limit=size
+                )
             yield page
             if len(page) < size:
                 return
             after = page[-1].id
 
     async def every(self, flt: EntryFilter) -> AsyncIterator[Entry]:
-        """Every entry the filter selects (``pages``, one by one)."""
-        async for page in self.pages(flt):
+        """Every entry the filter selects, read a page per transaction."""
+        after = 0
+        while True:
+            page = await self.search(flt, after_id=after, limit=EXPORT_PAGE)
             for entry in page:
                 yield entry
+            if len(page) < EXPORT_PAGE:
+                return
+            after = page[-1].id
 
     async def import_specs(self, specs: Sequence[EntrySpec], *, actor: str) -> tuple[int, int]:
         """Add every spec not already present, in one transaction. Returns (added, already present)."""
