@@ -205,8 +205,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     list_ = ListName(args.list) if args.list else None
-    text = _with_backend(settings, args, lambda backend: backend.export(args.format, list_, args.learned))
-    sys.stdout.write(text)
+
+    async def write(backend: Backend) -> None:
+        async for piece in backend.export(args.format, list_, args.learned):
+            sys.stdout.write(piece)
+
+    _with_backend(settings, args, write)
     return 0
 
 
