@@ -84,7 +84,8 @@ class ApiSettings:
 
     listen: Endpoint = Endpoint("127.0.0.1", 8300)
     metrics_public: bool = True
-    max_body: int = 8 * 1024 * 1024
+    max_body: int = 8 * 1024 * 1024  # the largest body (imports); other routes take far less
+    max_concurrent: int = 8  # API requests at work at once; more wait briefly, then get 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,7 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "listen": lambda v: parse_endpoint(str(v)),
         "metrics_public": _as_bool,
         "max_body": _number(int, 1024, 256 * 1024 * 1024),
+        "max_concurrent": _number(int, 1, 256),
     },
     "lists": {
         "builtin_whitelist": _as_bool,
@@ -283,12 +285,6 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "expire_interval": _number(float, 1, 86400),
     },
     "log": {"level": _level},
-}
-
-# Keys still read, with a warning at start, and what replaced them.
-_DEPRECATED = {
-    ("dns", "answer_cache_size"): "dns.answer_cache_bytes",
-    ("resolver", "cache_size"): "resolver.cache_bytes",
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -363,11 +359,13 @@ def load_settings(
         raw.setdefault(section, {})[key] = value
 
     sections: dict[str, Any] = {}
-    warnings = [
-        f"{section}.{key} is deprecated: it only caps the number of entries now; the cache is "
-        f"bounded in bytes by {new} (0 in either turns it off)"
-        for (section, key), new in _DEPRECATED.items()
-        if key in raw.get(section, {})
+    warnings = [  # deprecated keys, still read
+        f"{sect}.{old} is deprecated: it only caps the number of entries; {sect}.{new} bounds the bytes"
+        for sect, old, new in (
+            ("dns", "answer_cache_size", "answer_cache_bytes"),
+            ("resolver", "cache_size", "cache_bytes"),
+        )
+        if old in raw.get(sect, {})
     ]
     for section, parsers in _PARSERS.items():
         values: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -201,6 +202,13 @@ def test_listing_filters_and_cursor_pagination(api: Api) -> None:
     found = api.get("/v1/entries?q=run%2017").json["items"]
     assert [e["value"] for e in found] == ["198.51.100.17"]
     assert api.get("/v1/entries?source=builtin&limit=1000").json["items"]
+    # What the starter whitelist of a release added; every other entry has no release.
+    brought = api.get("/v1/entries?source=builtin&starter_release=0.2.0&limit=1000").json["items"]
+    assert brought and {e["starter_release"] for e in brought} == {"0.2.0"}
+    manual = api.get("/v1/entries?source=manual&limit=1000").json["items"]
+    assert manual and {e["starter_release"] for e in manual} == {None}
+    bad = api.get("/v1/entries?starter_release=latest")
+    assert bad.status == 422 and bad.json["errors"][0]["field"] == "starter_release"
     assert api.get("/v1/entries?expired=true").json["items"] == []
     assert api.get("/v1/entries?limit=0").status == 422
     assert api.get("/v1/entries?kind=asn").status == 422
@@ -274,9 +282,27 @@ def test_stats_metrics_and_audit(server: RunningServer, api: Api, admin: Api) ->
     assert any(e["action"] == "token.create" for e in events)
 
 
-def test_openapi_document_is_served(api: Api) -> None:
-    reply = api.get("/v1/openapi.yaml")
+def test_openapi_document_is_served_without_a_token(api: Api) -> None:
+    reply = api.get("/v1/openapi.yaml", token=None)
     assert reply.status == 200 and reply.body.startswith(b"openapi: 3.1")
+    assert reply.content_type == "application/yaml"
+
+
+def test_index_page_links_the_open_routes_without_a_token(api: Api) -> None:
+    # The URL the serve banner prints: a page, not a 404, and nothing that needs a token.
+    api.post("/v1/entries", {"list": "white", "kind": "domain", "value": "partner.example"})
+    reply = api.get("/", token=None)
+    assert reply.status == 200 and reply.content_type == "text/html"
+    assert "default-src 'none'" in reply.headers["content-security-policy"]
+    page = reply.body.decode()
+    links = set(re.findall(r'href="([^"]+)"', page))
+    assert links == {"/v1/openapi.yaml", "/healthz", "/readyz", "/metrics"}
+    for link in links:
+        assert api.get(link, token=None).status == 200, link
+    assert "/ui/" in page  # where the operator's page will be
+    # Nothing about the lists or the configuration.
+    for secret in ("partner.example", "hotmail", "s25rbl.test", "sqlite", "0.1.0"):
+        assert secret not in page, secret
 
 
 def test_concurrent_writes_from_many_clients_lose_nothing(api: Api) -> None:
