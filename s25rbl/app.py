@@ -64,6 +64,8 @@ def build_engine(
         [(e.host, e.port) for e in settings.resolver.upstreams],
         timeout=settings.resolver.timeout / 2,
         negative_ttl=settings.dns.negative_ttl,
+        # What the verdicts in flight can need at once (a PTR, then a name each), at least.
+        max_lookups=max(8192, settings.resolver.max_inflight * (settings.resolver.max_names + 1)),
     )
     rdns = ReverseLookup(
         resolver,

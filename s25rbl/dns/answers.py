@@ -45,6 +45,7 @@ class Query:
     relative: list[bytes] | None = None  # the labels left of the zone's apex, lower-cased
     apex: int = 12  # offset of the zone's name in the message
     client: str | None = None  # the address of the client asking, as the socket gives it
+    tcp: bool = False
 
     @property
     def kind(self) -> str:
@@ -95,14 +96,15 @@ class Answers:
         return self.authoritative(query, wire.NOERROR, answer=records), count
 
     def apex(self, query: Query) -> bytes:
-        """SOA and NS at the zone's apex; NODATA for other types."""
+        """SOA and NS at the zone's apex; NODATA for other types. ANY over UDP gets the SOA
+        alone (RFC 8482): the whole apex is many times the question, a ready amplifier."""
         assert query.zone is not None
         owner = pointer(12)
         records: list[bytes] = []
         qtype = query.request.qtype
         if qtype in (wire.TYPE_SOA, wire.TYPE_ANY):
             records.append(self._soa(query.zone, owner, self.settings.negative_ttl))
-        if qtype in (wire.TYPE_NS, wire.TYPE_ANY):
+        if qtype == wire.TYPE_NS or (qtype == wire.TYPE_ANY and query.tcp):
             ttl = self.settings.ttl
             records.extend(wire.record(owner, wire.TYPE_NS, ttl, ns) for ns in self._ns_rdata)
         if not records:

@@ -99,7 +99,7 @@ class Responder:
         except Drop:
             self.counts["-", "dropped", "-"] += 1
             return None
-        query = Query(request, 65535 if tcp else self._udp_limit(request), client=client)
+        query = Query(request, 65535 if tcp else self._udp_limit(request), client=client, tcp=tcp)
         lists = self.engine.lists()  # what this answer is built from, for the cache
         try:
             reply = self._dispatch(query)

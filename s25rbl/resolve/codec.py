@@ -309,7 +309,8 @@ def _negative_ttl(data: bytes, off: int, default: int, max_ttl: int) -> int:
 
 
 def answers_question(data: bytes, qid: int, question: bytes) -> bool:
-    """Header id, QR=1, opcode QUERY, exactly one question equal (case-insensitively)."""
+    """Header id, QR=1, opcode QUERY, exactly one question equal (case-insensitively) to
+    ``question`` (lower-cased)."""
     return (
         len(data) >= 12
         and ((data[0] << 8) | data[1]) == qid
@@ -318,6 +319,17 @@ def answers_question(data: bytes, qid: int, question: bytes) -> bool:
         and data[5] == 1
         and data[12 : 12 + len(question)].lower() == question
     )
+
+
+# 0x20 at the octets that are ASCII letters, 0 elsewhere (a label's length is at most 63: never one).
+_LETTERS = bytes(0x20 if 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A else 0 for c in range(256))
+
+
+def mix_case(qwire: bytes, noise: bytes) -> bytes:
+    """``qwire`` with the case of each letter flipped where ``noise`` (as long) has bit 0x20:
+    DNS 0x20, the bits of a question a spoofer must guess besides the id and the port."""
+    flips = int.from_bytes(qwire.translate(_LETTERS), "big") & int.from_bytes(noise, "big")
+    return (int.from_bytes(qwire, "big") ^ flips).to_bytes(len(qwire), "big")
 
 
 def query_body(qwire: bytes, rdtype: int) -> tuple[bytes, bytes]:

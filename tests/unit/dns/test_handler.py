@@ -276,3 +276,13 @@ async def test_concurrent_queries_for_one_address_share_one_lookup(responder: Re
     assert all(str(r.rr[0].rdata) == "127.0.0.2" for r in replies)
     ptr_calls = [c for c in resolver.calls if c[1] == 12]
     assert len(ptr_calls) == 1
+
+
+async def test_any_at_the_apex_over_udp_is_minimal(responder: Responder) -> None:
+    question = dnslib.DNSRecord.question(BL, "ANY").pack()
+    udp = await ask(responder, question)
+    tcp = await ask(responder, question, tcp=True)
+    assert udp is not None and tcp is not None
+    assert [dnslib.QTYPE[rr.rtype] for rr in dnslib.DNSRecord.parse(udp).rr] == ["SOA"]  # RFC 8482
+    assert sorted(dnslib.QTYPE[rr.rtype] for rr in dnslib.DNSRecord.parse(tcp).rr) == ["NS", "SOA"]
+    assert len(udp) < 4 * len(question)

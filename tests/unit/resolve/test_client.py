@@ -560,7 +560,8 @@ async def test_unencodable_names_raise(resolver: StubResolver, name: str) -> Non
         await resolver.lookup(name, A)
 
 
-async def test_escaped_name_is_encoded(dns: FakeDNS, resolver: StubResolver) -> None:
+async def test_escaped_name_is_encoded(dns: FakeDNS) -> None:
+    resolver = StubResolver([dns.addr], random_case=False)  # the name on the wire exactly as given
     labels: list[tuple[bytes, ...]] = []
 
     def capture(request: DNSRecord, raw: bytes, transport: str) -> list[bytes]:
@@ -568,7 +569,10 @@ async def test_escaped_name_is_encoded(dns: FakeDNS, resolver: StubResolver) -> 
         return [dns.answer(request).pack()]
 
     dns.handler = capture
-    result = await resolver.lookup("a\\.b\\032c.example.com.", A)
+    try:
+        result = await resolver.lookup("a\\.b\\032c.example.com.", A)
+    finally:
+        await resolver.close()
     assert result.status is LookupStatus.NXDOMAIN
     assert labels == [(b"a.b c", b"example", b"com")]
 
@@ -617,3 +621,90 @@ def test_works_on_uvloop() -> None:
     assert results[0].values == ("mail.example.net",)
     assert len(results[1].values) == 3
     assert [r.values[0] for r in results[2:]] == [f"10.0.0.{i}" for i in range(50)]
+
+
+# --- against spoofing and floods ------------------------------------------------------------
+
+
+async def test_the_question_is_sent_in_random_case(dns: FakeDNS, resolver: StubResolver) -> None:
+    for _ in range(8):
+        assert (await resolver.lookup("host-1-2-3-4.example.com", A)).values == ("1.2.3.4",)
+    sent = {s.name for s in dns.seen}
+    assert len(sent) > 1  # a different spelling each time
+    assert {name.lower() for name in sent} == {"host-1-2-3-4.example.com."}
+
+
+def _forge_in_lower_case(dns: FakeDNS) -> Handler:
+    """A reply echoing the question lower-cased, with another address: what a spoofer that
+    guessed id and port but not the case sends (or an upstream that lower-cases, with the
+    right address)."""
+
+    def forge(request: DNSRecord, raw: bytes, transport: str) -> list[bytes]:
+        forged = request.reply()
+        forged.q.qname = DNSLabel(str(request.q.qname).lower())
+        forged.add_answer(RR(request.q.qname, QTYPE.A, rdata=RD_A("6.6.6.6"), ttl=9999))
+        if str(request.q.qname) != str(request.q.qname).lower():
+            return [forged.pack()]
+        return [dns.answer(request).pack()]  # asked as given: the real answer
+
+    return forge
+
+
+async def test_an_answer_in_another_case_is_not_taken(dns: FakeDNS, resolver: StubResolver) -> None:
+    dns.handler = _forge_in_lower_case(dns)
+    result = await resolver.lookup("host-1-2-3-4.example.com", A)
+    assert result == LookupResult(LookupStatus.OK, ("1.2.3.4",), 200)  # never 6.6.6.6
+    assert len(dns.seen) == 2  # asked again, as given, after the forged echo
+
+
+async def test_an_upstream_that_changes_the_case_is_asked_without_0x20(dns: FakeDNS) -> None:
+    dns.handler = _forge_in_lower_case(dns)
+    client = StubResolver([dns.addr], timeout=1.0)
+    try:
+        for _ in range(5):
+            assert (await client.lookup("host-1-2-3-4.example.com", A)).values == ("1.2.3.4",)
+    finally:
+        await client.close()
+    assert len(dns.seen) == 3 * 2 + 2  # three strikes, each asked twice; then once each
+
+
+async def test_identical_lookups_in_flight_share_one_query(dns: FakeDNS, resolver: StubResolver) -> None:
+    dns.delay = 0.1
+    results = await asyncio.gather(*(resolver.lookup("HOST-1-2-3-4.example.com", A) for _ in range(25)))
+    results += await asyncio.gather(*(resolver.lookup("host-1-2-3-4.example.com", A) for _ in range(25)))
+    assert {r.values for r in results} == {("1.2.3.4",)}
+    assert len(dns.seen) == 2
+
+
+async def test_a_shared_lookup_survives_the_cancellation_of_its_first_asker(
+    dns: FakeDNS, resolver: StubResolver
+) -> None:
+    dns.delay = 0.1
+    first = asyncio.create_task(resolver.lookup("host-1-2-3-4.example.com", A))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(resolver.lookup("host-1-2-3-4.example.com", A))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert (await second).values == ("1.2.3.4",)
+
+
+async def test_lookups_beyond_the_bound_answer_timeout_at_once(dns: FakeDNS) -> None:
+    dns.handler = lambda request, raw, transport: []
+    client = StubResolver([dns.addr], timeout=0.3, attempts=1, max_lookups=5)
+    try:
+        results = await asyncio.gather(*(client.lookup(f"h{n}.bulk.test", A) for n in range(20)))
+    finally:
+        await client.close()
+    assert all(r.status is LookupStatus.TIMEOUT for r in results)
+    assert client.refused == 15
+    assert len(dns.seen) == 5  # the refused ones were never sent
+
+
+async def test_sockets_are_replaced_over_time(dns: FakeDNS) -> None:
+    client = StubResolver([dns.addr], sockets=2, rotate_queries=5)
+    try:
+        for n in range(60):
+            assert (await client.lookup(f"h{n}.bulk.test", A)).status is LookupStatus.OK
+    finally:
+        await client.close()
+    assert len({s.port for s in dns.seen}) >= 10  # 2 ports for the first 10 queries, then new ones
