@@ -163,7 +163,8 @@ def write_config(
     port: int = 0,
     extra: str = "",
 ) -> None:
-    """The configuration of the server under test (every benchmark's); ``extra`` goes in [dns]."""
+    """The configuration of the server under test (every benchmark's); ``extra`` goes in [dns].
+    ``rdns_cache``: reverse-lookup results to have room for (1 KiB each, more than any takes)."""
     path.write_text(
         f"""
 [dns]
@@ -178,7 +179,7 @@ hostmaster = "hostmaster.s25rbl.test"
 upstreams = ["127.0.0.1:{upstream_port}"]
 timeout = {deadline}
 max_inflight = {max_inflight}
-cache_size = {rdns_cache}
+cache_bytes = {rdns_cache * 1024}
 
 [database]
 url = "sqlite:///{db}"

@@ -131,7 +131,7 @@ def child_answers(n: int, mix: str) -> dict[str, object]:
         async def close(self) -> None:
             return None
 
-    rdns = ReverseLookup(NoPtr(), cache_size=n + 1)  # type: ignore[arg-type]
+    rdns = ReverseLookup(NoPtr(), cache_size=n + 1, cache_bytes=(n + 1) * 1024)  # type: ignore[arg-type]
     if mix == "rdns":
 
         async def prefill() -> None:
@@ -141,7 +141,13 @@ def child_answers(n: int, mix: str) -> dict[str, object]:
         asyncio.run(prefill())
     engine = VerdictEngine(lambda: index, rdns)
     settings = AnswerSettings(nameservers=("ns1.s25rbl.test",), hostmaster="hostmaster.s25rbl.test")
-    responder = Responder(ZoneTable([("bl.s25rbl.test", ZoneKind.BLOCKLIST)]), engine, settings, cache_size=n)
+    responder = Responder(
+        ZoneTable([("bl.s25rbl.test", ZoneKind.BLOCKLIST)]),
+        engine,
+        settings,
+        cache_size=n,
+        cache_bytes=n * 1024,
+    )
     assert responder.cache is not None
 
     def packet(i: int) -> bytes:

@@ -129,7 +129,7 @@ def measure(kind: str, size: int, queries: int) -> dict[str, float]:
         names.append(name)
         records.data[(reverse_name(ip), PTR)] = (name,)
         records.data[(name, 1)] = (str(ip),)
-    rdns = ReverseLookup(records, cache_size=queries + 1)  # type: ignore[arg-type]
+    rdns = ReverseLookup(records, cache_size=queries + 1, cache_bytes=(queries + 1) * 1024)  # type: ignore[arg-type]
 
     async def prefill() -> None:
         for ip in addresses:

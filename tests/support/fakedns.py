@@ -70,6 +70,7 @@ class FakeAuthority:
         # alias -> (target, ttl)
         self._cnames: dict[str, tuple[str, int]] = {}
         self._modes: dict[str, Mode] = {}
+        self._network_modes: dict[str, Mode] = {}  # reverse-zone suffix -> mode
         self._queries: list[tuple[str, str, Transport]] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,12 +113,29 @@ class FakeAuthority:
             self._modes[key] = mode
         return self
 
+    def behave_network(self, network: str, mode: Mode) -> Self:
+        """Make the reverse lookups of every address in ``network`` (a CIDR on an octet or
+        nibble boundary: 198.51.100.0/24, 2001:db8:bad:1::/64) fail in ``mode``: an attacker
+        who controls a prefix's reverse zone makes its lookups as slow as it likes."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {sorted(MODES)}")
+        net = ipaddress.ip_network(network)
+        step = 8 if net.version == 4 else 4
+        if net.prefixlen % step:
+            raise ValueError(f"{network}: not on an octet (IPv4) or nibble (IPv6) boundary")
+        labels = net.network_address.reverse_pointer.split(".")
+        keep = (net.max_prefixlen - net.prefixlen) // step  # host labels on the left
+        with self._lock:
+            self._network_modes[".".join(labels[keep:])] = mode
+        return self
+
     def clear(self) -> None:
         """Forget all records, aliases, behaviours and the query log."""
         with self._lock:
             self._records.clear()
             self._cnames.clear()
             self._modes.clear()
+            self._network_modes.clear()
             self._queries.clear()
 
     @property
@@ -279,6 +297,10 @@ class FakeAuthority:
         with self._lock:
             self._queries.append((qname, QTYPE.get(question.qtype), transport))
             mode = self._modes.get(qname)
+            if mode is None and self._network_modes:
+                mode = next(
+                    (m for zone, m in self._network_modes.items() if qname.endswith("." + zone)), None
+                )
             if mode == "timeout":
                 return None
             reply = self._answer(request, mode, transport)

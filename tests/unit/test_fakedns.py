@@ -262,3 +262,25 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
             raise ConnectionError("server closed the connection")
         data += chunk
     return data
+
+
+@pytest.mark.parametrize(
+    ("network", "inside", "outside"),
+    [
+        ("198.51.100.0/24", "198.51.100.77", "198.51.101.77"),
+        ("2001:db8:bad:1::/64", "2001:db8:bad:1:dead:beef:0:1", "2001:db8:bad:2::1"),
+    ],
+    ids=["v4-24", "v6-64"],
+)
+def test_a_whole_network_can_misbehave(
+    fake_dns: FakeAuthority, network: str, inside: str, outside: str
+) -> None:
+    import ipaddress
+
+    fake_dns.behave_network(network, "servfail")
+    response = ask(fake_dns, ipaddress.ip_address(inside).reverse_pointer, "PTR")
+    assert response.rcode() == dns.rcode.SERVFAIL
+    response = ask(fake_dns, ipaddress.ip_address(outside).reverse_pointer, "PTR")
+    assert response.rcode() == dns.rcode.NXDOMAIN
+    with pytest.raises(ValueError, match="boundary"):
+        fake_dns.behave_network("198.51.100.0/23", "timeout")
