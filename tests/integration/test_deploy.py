@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
-def test_the_wheel_carries_migrations_and_the_openapi_document(tmp_path: Path) -> None:
+def test_the_wheel_carries_migrations_the_openapi_document_and_the_pages_files(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -44,6 +44,11 @@ def test_the_wheel_carries_migrations_and_the_openapi_document(tmp_path: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "s25rbl/openapi.yaml" in names
     assert "s25rbl/lists/starter_whitelist.tsv" in names  # package data, read by lists.starter
+    # The operator's page's templates and static files: a mail server has no CDN to fall back on.
+    page = ROOT / "s25rbl" / "ui"
+    for folder in ("templates", "static"):
+        shipped_files = {f"s25rbl/ui/{folder}/{p.name}" for p in (page / folder).iterdir() if p.is_file()}
+        assert shipped_files and shipped_files <= names, shipped_files - names
     migrations = {n for n in names if n.startswith("s25rbl/_migrations/versions/")}
     shipped = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert {Path(n).name for n in migrations} == shipped

@@ -1,0 +1,35 @@
+"""Audit: who changed what, when; newest first, searchable, for tokens with the admin scope
+(as ``GET /v1/audit``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from s25rbl.ui.base import before_param, query_text, render, view
+from s25rbl.ui.context import ui_of
+
+PAGE = 50
+
+
+@view("admin")
+async def audit(request: web.Request) -> web.StreamResponse:
+    text = query_text(request, "q")
+    chosen = query_text(request, "action", 32)
+    events, actions = await ui_of(request).api.services.browse.audit(
+        text=text or None, action=chosen or None, before_id=before_param(request), limit=PAGE + 1
+    )
+    more = len(events) > PAGE
+    events = events[:PAGE]
+    return render(
+        request,
+        "audit.html",
+        q=text,
+        action=chosen,
+        actions=actions,
+        events=events,
+        older=events[-1].id if more else None,
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/audit", audit)
