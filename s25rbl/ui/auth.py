@@ -16,6 +16,7 @@ from aiohttp import web
 
 from s25rbl.ui.base import (
     HOME,
+    SESSION,
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     action,
@@ -46,7 +47,7 @@ def _signin_page(request: web.Request, status: int = 200, error: str = "", notic
 
 @public
 async def signin_form(request: web.Request) -> web.StreamResponse:
-    if request.get("ui_session") is not None:
+    if request.get(SESSION) is not None:
         return redirect(safe_return(request.query.get("next") or "", HOME))
     notice = "You signed out." if request.query.get("bye") == "1" else ""
     return _signin_page(request, notice=notice)
@@ -103,7 +104,7 @@ async def signout(request: web.Request) -> web.StreamResponse:
 
 @public
 async def home(request: web.Request) -> web.StreamResponse:
-    return redirect(f"{HOME}review" if request.get("ui_session") is not None else f"{HOME}signin")
+    return redirect(f"{HOME}review" if request.get(SESSION) is not None else f"{HOME}signin")
 
 
 def setup(app: web.Application) -> None:

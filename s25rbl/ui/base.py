@@ -26,8 +26,8 @@ SESSION_COOKIE = "s25rbl_session"
 SIGNIN_COOKIE = "s25rbl_signin"
 HOME = "/ui/"
 STATIC = "/ui/static/"
-SESSION = "ui_session"
-PRINCIPAL = "ui_principal"
+SESSION = web.RequestKey("ui_session", Session)
+PRINCIPAL = web.RequestKey("ui_principal", Principal)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -126,13 +126,11 @@ def safe_return(value: object, default: str = HOME) -> str:
 
 
 def session_of(request: web.Request) -> Session:
-    session: Session = request[SESSION]
-    return session
+    return request[SESSION]
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+    return request[PRINCIPAL]
 
 
 def text_field(form: Mapping[str, Any], name: str, limit: int, *, default: str = "") -> str:

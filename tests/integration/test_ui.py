@@ -150,6 +150,15 @@ def test_a_token_without_the_read_scope_cannot_sign_in(lab: Lab) -> None:
     assert reply.status == 403 and "no read scope" in reply.text
 
 
+@pytest.mark.parametrize("csrf", [None, "", "a-token-of-another-session"], ids=["missing", "empty", "wrong"])
+def test_a_write_without_the_sessions_csrf_token_is_refused(lab: Lab, csrf: str | None) -> None:
+    page = ops(lab)
+    form = {"list": "black", "kind": "ip", "value": "192.0.2.76"}
+    reply = page.post("/ui/lists/add", form if csrf is None else {"csrf": csrf, **form})
+    assert reply.status == 403 and "CSRF token is missing or out of date" in reply.text
+    assert lab.answer("192.0.2.76") == "127.0.0.4"  # not blacklisted (.3): nothing was added
+
+
 def test_a_cross_site_post_is_refused_even_with_the_csrf_token(lab: Lab) -> None:
     page = ops(lab)
     form = {"csrf": page.csrf(), "list": "black", "kind": "ip", "value": "192.0.2.77"}
