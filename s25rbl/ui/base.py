@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
-from multidict import MultiDictProxy
 
 from s25rbl.errors import DuplicateEntry, EntryNotFound, InvalidEntry, ListFileError, StoreUnavailable
 from s25rbl.service.tokens import Principal
@@ -259,8 +258,3 @@ async def ui_middleware(request: web.Request, handler: Handler) -> web.StreamRes
     # What the page cost this server, rendering included (bench/ui.py reads it).
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
     return response
-
-
-def form_of(form: MultiDictProxy[Any]) -> dict[str, Any]:
-    """A posted form as a plain dict (the first value of each field)."""
-    return {key: form.get(key) for key in form}

@@ -5,6 +5,7 @@ the one write path into the audit log. Chromium drives the rest (test_ui_browser
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -14,7 +15,7 @@ import pytest
 from tests.integration.api_client import Api, make_token
 from tests.integration.server import RunningServer
 from tests.integration.ui_client import Browserless, Page
-from tests.integration.ui_lab import BL, WL, Lab, start_lab
+from tests.integration.ui_lab import BL, POOL2, SPARE, WL, Lab, start_lab
 
 PAGES = [
     "/ui/review/learned",
@@ -316,3 +317,44 @@ def test_the_page_works_on_each_store_backend(server: RunningServer) -> None:
     assert page.post("/ui/lists/add", form).status == 303
     assert "bad.example" in page.get("/ui/lists?q=bad").text
     assert "entry.add" in page.get("/ui/audit?q=bad.example").text
+
+
+def flashes(page: Browserless, path: str) -> list[str]:
+    found = re.findall(r'<p class="flash \w+" role="\w+">([^<]*)</p>', page.get(path).text)
+    return [html.unescape(text) for text in found]
+
+
+def test_rejecting_a_pool_suggestion_is_audited_and_only_once(lab: Lab) -> None:
+    (ip_a, host_a), (ip_b, host_b) = POOL2
+    lab.report(ip_a, host_a, 2, sender="invoices@billing.example", key="reject-a")
+    assert lab.report(ip_b, host_b, 1, sender="invoices@billing.example", key="reject-b")["suggested"]
+    page = ops(lab)
+    listing = page.get("/ui/review/suggestions").text
+    found = re.search(r'action="/ui/suggestions/(\d+)/reject"', listing)
+    assert found and "isp-b.example" in listing
+    reject = f"/ui/suggestions/{found.group(1)}/reject"
+    assert page.post(reject, {"csrf": page.csrf(), "back": "/ui/review/suggestions"}).status == 303
+    assert flashes(page, "/ui/review/suggestions?status=rejected") == [
+        "Suggestion to whitelist isp-b.example rejected."
+    ]
+    page.post(reject, {"csrf": page.csrf(), "back": "/ui/review/suggestions"})
+    assert flashes(page, "/ui/review/suggestions") == [f"suggestion {found.group(1)} is already rejected"]
+    assert lab.answer(ip_a) == "127.0.0.2"  # nothing whitelisted
+    assert "suggestion.reject" in page.get("/ui/audit?q=isp-b.example").text
+
+
+def test_a_forbidden_address_is_never_learned(lab: Lab) -> None:
+    ip, host = SPARE
+    page = ops(lab)
+    form = {"csrf": page.csrf(), "ip": ip, "reason": "a bot that retries", "back": "/ui/review/forbidden"}
+    assert page.post("/ui/learned/forbid", form).status == 303
+    forbidden = page.get("/ui/review/forbidden").text
+    assert f"{ip} is forbidden: it will not be learned." in forbidden and "a bot that retries" in forbidden
+    assert lab.report(ip, host, 4, sender="x@bot.example", key="forbidden")["learned"] == []
+    assert lab.answer(ip, WL) == "NXDOMAIN"
+    bad = {"csrf": page.csrf(), "ip": "not-an-address", "back": "/ui/review/forbidden"}
+    page.post("/ui/learned/forbid", bad)
+    assert flashes(page, "/ui/review/forbidden") == [
+        "address: 'not-an-address' is not an IPv4 or IPv6 address"
+    ]
+    assert "learned.forbid" in page.get(f"/ui/audit?q={ip}").text
