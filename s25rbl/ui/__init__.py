@@ -55,10 +55,5 @@ def create_ui(context: UiContext) -> web.Application:
 
 
 def mount_ui(api: web.Application, context: UiContext) -> None:
-    """Serve the page under ``/ui/`` of the API's application; ``/`` leads there."""
-
-    async def to_ui(request: web.Request) -> web.Response:
-        return web.Response(status=302, headers={"Location": "/ui/"})
-
-    api.router.add_get("/", to_ui)
+    """Serve the page under ``/ui/`` of the API's application (whose ``GET /`` leads there)."""
     api.add_subapp("/ui/", create_ui(context))
