@@ -294,10 +294,7 @@ def test_axe_finds_no_serious_accessibility_violation(
     assert browser.axe_violations(page) == []
 
 
-SHOTS = [p for p in PAGES if p[0] != "import"]
-
-
-@pytest.mark.parametrize(("slug", "path"), SHOTS, ids=[p[0] for p in SHOTS])
+@pytest.mark.parametrize(("slug", "path"), PAGES, ids=[p[0] for p in PAGES])
 def test_screenshots_at_desktop_and_phone_widths_and_no_sideways_scrolling_on_a_phone(
     page: Any, lab: Lab, slug: str, path: str
 ) -> None:
@@ -314,12 +311,29 @@ def test_screenshots_at_desktop_and_phone_widths_and_no_sideways_scrolling_on_a_
             if label == "phone":
                 wide = page.execute_script("return document.documentElement.scrollWidth")
                 assert wide <= size[0], f"{slug} is {wide} px wide on a {size[0]} px phone"
-            if docs and ((label == "desktop" and not dark) or (slug == "review-learned" and dark)):
+            in_readme = slug not in ("review-forbidden", "import")
+            if (
+                docs
+                and in_readme
+                and ((label == "desktop" and not dark) or (slug == "review-learned" and dark))
+            ):
                 browser.viewport(page, (1100, 760) if label == "desktop" else size, dark=dark)
                 page.get(lab.base + path)
                 Path(docs).mkdir(parents=True, exist_ok=True)
                 name = slug if label == "desktop" else f"{slug}-{label}-dark"
                 browser.screenshot(page, name, full=False).replace(Path(docs) / f"{name}.png")
+
+
+def test_the_slash_key_moves_the_focus_to_the_search_field(page: Any, lab: Lab) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    signed_in_as(page, lab, "ops")
+    page.get(f"{lab.base}/ui/lists")
+    page.execute_script("document.activeElement && document.activeElement.blur();")
+    ActionChains(page).send_keys("/").perform()
+    assert page.execute_script("return document.activeElement.id") == "q"
+    ActionChains(page).send_keys("/x").perform()  # typed into the field, not caught again
+    assert page.find_element("id", "q").get_attribute("value") == "/x"
 
 
 def test_figures_draw_charts_from_the_nodes_own_counters(page: Any, lab: Lab) -> None:
