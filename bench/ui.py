@@ -36,7 +36,7 @@ sys.path.insert(0, str(BENCH))
 
 import upstream  # noqa: E402  (bench/upstream.py)
 from fresh_verdicts import write_config  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
 
 from s25rbl.lists.values import EntryKind, EntrySource, ListName  # noqa: E402
 from s25rbl.store.db import Store, migrate  # noqa: E402
@@ -137,6 +137,13 @@ async def fill(url: str, entries: int, learned: int) -> None:
                 await session.execute(insert(Entry), entry_batch)
                 await session.execute(insert(Report), report_batch)
                 await session.execute(insert(AuditEvent), audit_batch)
+        if store.engine.dialect.name == "postgresql":
+            # A store that has lived a while has been vacuumed and analysed by autovacuum; a
+            # freshly filled one has no statistics and no visibility map yet.
+            async with store.engine.connect() as conn:
+                await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(
+                    text("VACUUM ANALYZE")
+                )
     finally:
         await store.close()
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from s25rbl.clock import Clock
 from s25rbl.lists.values import EntryKind, EntrySource, ListName
-from s25rbl.store.browse import BrowseRepository
+from s25rbl.store.browse import BrowseRepository, Page
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter
 from s25rbl.store.models import AuditEvent, Entry, LearnBlock, Report, Suggestion
@@ -42,7 +42,7 @@ class Browse:
         self._store = store
         self._clock = clock
 
-    async def entries(self, flt: EntryFilter, *, before_id: int | None, limit: int) -> Sequence[Entry]:
+    async def entries(self, flt: EntryFilter, *, before_id: int | None, limit: int) -> Page[Entry]:
         async with self._store.transaction() as session:
             return await BrowseRepository(session).entries(
                 flt, self._clock.now(), before_id=before_id, limit=limit
@@ -50,19 +50,19 @@ class Browse:
 
     async def learned(
         self, *, text: str | None, before_id: int | None, limit: int, per_address: int
-    ) -> tuple[Sequence[Entry], dict[int, Evidence]]:
+    ) -> tuple[Page[Entry], dict[int, Evidence]]:
         """Learned addresses newest first, each with its newest ``per_address`` reports."""
         flt = EntryFilter(
             list=LEARNED.list, kind=LEARNED.kind, source=LEARNED.source, text=text, include_expired=False
         )
         async with self._store.transaction() as session:
             repo = BrowseRepository(session)
-            rows = await repo.entries(flt, self._clock.now(), before_id=before_id, limit=limit)
-            ips = [e.value for e in rows]
+            page = await repo.entries(flt, self._clock.now(), before_id=before_id, limit=limit)
+            ips = [e.value for e in page.rows]
             reports = await repo.reports_for(ips, per_address)
             counts = await repo.report_counts(ips)
-        evidence = {e.id: Evidence(reports.get(e.value, []), counts.get(e.value, 0)) for e in rows}
-        return rows, evidence
+        evidence = {e.id: Evidence(reports.get(e.value, []), counts.get(e.value, 0)) for e in page.rows}
+        return page, evidence
 
     async def forbidden(self, *, text: str | None, limit: int) -> Sequence[LearnBlock]:
         async with self._store.transaction() as session:
@@ -76,7 +76,7 @@ class Browse:
 
     async def audit(
         self, *, text: str | None, action: str | None, before_id: int | None, limit: int
-    ) -> tuple[Sequence[AuditEvent], list[str]]:
+    ) -> tuple[Page[AuditEvent], list[str]]:
         """A page of audit events newest first, and every action name (for the filter)."""
         async with self._store.transaction() as session:
             repo = BrowseRepository(session)

@@ -15,19 +15,18 @@ PAGE = 50
 async def audit(request: web.Request) -> web.StreamResponse:
     text = query_text(request, "q")
     chosen = query_text(request, "action", 32)
-    events, actions = await ui_of(request).api.services.browse.audit(
-        text=text or None, action=chosen or None, before_id=before_param(request), limit=PAGE + 1
+    page, actions = await ui_of(request).api.services.browse.audit(
+        text=text or None, action=chosen or None, before_id=before_param(request), limit=PAGE
     )
-    more = len(events) > PAGE
-    events = events[:PAGE]
     return render(
         request,
         "audit.html",
         q=text,
         action=chosen,
         actions=actions,
-        events=events,
-        older=events[-1].id if more else None,
+        events=page.rows,
+        older=page.next_before,
+        window_ended=page.window_ended,
     )
 
 

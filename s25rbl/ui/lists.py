@@ -59,17 +59,14 @@ def _filters(request: web.Request) -> dict[str, Any]:
 async def entries(request: web.Request) -> web.StreamResponse:
     f = _filters(request)
     flt = EntryFilter(list=f["list"], kind=f["kind"], source=f["source"], text=f["q"] or None)
-    rows = await ui_of(request).api.services.browse.entries(
-        flt, before_id=before_param(request), limit=PAGE + 1
-    )
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    page = await ui_of(request).api.services.browse.entries(flt, before_id=before_param(request), limit=PAGE)
     return render(
         request,
         "lists.html",
         f=f,
-        rows=rows,
-        older=rows[-1].id if more else None,
+        rows=page.rows,
+        older=page.next_before,
+        window_ended=page.window_ended,
         sizes=ui_of(request).api.lists.index.sizes(),
         lists=list(ListName),
         kinds=list(EntryKind),

@@ -53,12 +53,16 @@ class ReviewView:
 async def _learned(request: web.Request) -> dict[str, Any]:
     browse = ui_of(request).api.services.browse
     text = query_text(request, "q")
-    rows, evidence = await browse.learned(
-        text=text or None, before_id=before_param(request), limit=LEARNED_PAGE + 1, per_address=EVIDENCE_SHOWN
+    page, evidence = await browse.learned(
+        text=text or None, before_id=before_param(request), limit=LEARNED_PAGE, per_address=EVIDENCE_SHOWN
     )
-    more = len(rows) > LEARNED_PAGE
-    rows = rows[:LEARNED_PAGE]
-    return {"q": text, "rows": rows, "evidence": evidence, "older": rows[-1].id if more else None}
+    return {
+        "q": text,
+        "rows": page.rows,
+        "evidence": evidence,
+        "older": page.next_before,
+        "window_ended": page.window_ended,
+    }
 
 
 async def _suggestions(request: web.Request) -> dict[str, Any]:
@@ -79,6 +83,7 @@ async def _suggestions(request: web.Request) -> dict[str, Any]:
         "evidence": evidence,
         "shown": ADDRESSES_SHOWN,
         "older": rows[-1].id if more else None,
+        "window_ended": False,
     }
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import insert
 
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
 from s25rbl.service import Services
+from s25rbl.store import browse
 from s25rbl.store.db import Store, migrate
 from s25rbl.store.entries import EntryFilter
 from s25rbl.store.models import AuditEvent, Report
@@ -45,11 +46,42 @@ async def test_pages_newest_first_cover_every_entry_once(store: Store) -> None:
     before = None
     while True:
         page = await svc.browse.entries(EntryFilter(list=ListName.BLACK), before_id=before, limit=5)
-        seen += [e.value for e in page]
-        if len(page) < 5:
+        seen += [e.value for e in page.rows]
+        if page.next_before is None:
             break
-        before = page[-1].id
+        before = page.next_before
     assert seen == [f"192.0.2.{n}" for n in range(23, 0, -1)]
+
+
+async def test_a_search_reads_a_window_of_rows_a_page_and_says_where_to_go_on(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(browse, "DEFAULT_SEARCH_WINDOW", 10)
+    monkeypatch.setattr(browse, "SEARCH_WINDOW", {})
+    svc = services(store)
+    # 40 entries; the matches ("relay") are #3, #4, #5, #21 and #22: none among the newest 10.
+    await add(
+        svc,
+        *[
+            ("white", "domain", f"d{n}.example", "relay" if n in (3, 4, 5, 21, 22) else "")
+            for n in range(1, 41)
+        ],
+    )
+    pages = []
+    before = None
+    while True:
+        page = await svc.browse.entries(EntryFilter(text="relay"), before_id=before, limit=2)
+        pages.append(([e.value for e in page.rows], page.window_ended))
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert pages == [
+        ([], True),  # #31-#40: nothing, and the window ended: search on below #31
+        (["d22.example", "d21.example"], True),  # #21-#30: both of its matches; then below #21
+        ([], True),  # #11-#20: nothing
+        (["d5.example", "d4.example"], False),  # #1-#10: a full page, and more below #4
+        (["d3.example"], False),  # the rest, down to the first row: nothing older
+    ]
 
 
 # (id, search text, values found)
@@ -75,8 +107,8 @@ async def test_search_matches_text_literally_and_ignores_case(
         ("white", "domain", "percent.example", "100% legitimate"),
         ("black", "regex", r"^x\.dyn\.example$", ""),
     )
-    rows = await svc.browse.entries(EntryFilter(text=text), before_id=None, limit=50)
-    assert sorted(e.value for e in rows) == sorted(found)
+    page = await svc.browse.entries(EntryFilter(text=text), before_id=None, limit=50)
+    assert sorted(e.value for e in page.rows) == sorted(found) and page.next_before is None
 
 
 async def test_learned_addresses_come_with_their_newest_reports_and_the_count(store: Store) -> None:
@@ -108,9 +140,9 @@ async def test_learned_addresses_come_with_their_newest_reports_and_the_count(st
             source=EntrySource.LEARNED,
         )
     await add(svc, ("white", "ip", "192.0.2.9", "manual, not learned"))
-    rows, evidence = await svc.browse.learned(text=None, before_id=None, limit=10, per_address=3)
-    assert [e.value for e in rows] == ["192.0.2.8", "192.0.2.7"]
-    for entry in rows:
+    page, evidence = await svc.browse.learned(text=None, before_id=None, limit=10, per_address=3)
+    assert [e.value for e in page.rows] == ["192.0.2.8", "192.0.2.7"]
+    for entry in page.rows:
         shown = evidence[entry.id]
         assert shown.total == 6
         assert [r.sender for r in shown.reports] == ["s5@example.org", "s4@example.org", "s3@example.org"]
@@ -140,7 +172,7 @@ async def test_audit_pages_filter_by_action_and_text_and_list_every_action(store
     rows = await svc.lists.search(EntryFilter(text="spam"))
     await svc.lists.remove(rows[0].id, actor="token:ops")
     events, actions = await svc.browse.audit(text=None, action=None, before_id=None, limit=10)
-    assert [e.action for e in events] == ["entry.remove", "entry.add", "entry.add"]  # newest first
+    assert [e.action for e in events.rows] == ["entry.remove", "entry.add", "entry.add"]  # newest first
     assert actions == ["entry.add", "entry.remove"]
     found, _ = await svc.browse.audit(text="SPAM", action="entry.add", before_id=None, limit=10)
-    assert [e.target for e in found] == [f"#{rows[0].id}"]
+    assert [e.target for e in found.rows] == [f"#{rows[0].id}"]
