@@ -26,7 +26,7 @@ from s25rbl.store.models import AuditEvent, Entry, LearnBlock, Report, Suggestio
 T = TypeVar("T")
 # Rows a text search reads per page: ILIKE on PostgreSQL costs several times SQLite's LIKE a row.
 SEARCH_WINDOW = {"postgresql": 20_000}
-DEFAULT_SEARCH_WINDOW = 100_000
+DEFAULT_SEARCH_WINDOW = 50_000
 
 
 @dataclass(frozen=True, slots=True)
