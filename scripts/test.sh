@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Python dependencies in .venv, and the real programs
-# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, headless
-# Chromium and its chromedriver) from Debian's packages when they are missing, Exim unpacked
-# into .cache/exim (scripts/unpack-exim.sh), and axe-core from npm into .cache/axe.
+# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, nginx,
+# headless Chromium and its chromedriver) from Debian's packages when they are missing, Exim
+# unpacked into .cache/exim (scripts/unpack-exim.sh), and axe-core from npm into .cache/axe.
 # PostgreSQL tests use the server at 127.0.0.1:5432 (or S25RBL_TEST_PG) and skip without one,
 # except under CI.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k handler`.
@@ -19,6 +19,7 @@ command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dnsperf >/dev/null || need+=(dnsperf)
 command -v ip >/dev/null || need+=(iproute2)
 command -v psql >/dev/null || need+=(postgresql-client)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)  # checks deploy/nginx's TLS proxy sample
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)

@@ -47,7 +47,7 @@ class Services:
 
     @property
     def audit(self) -> Audit:
-        return Audit(self.store)
+        return Audit(self.store, self.clock)
 
     @property
     def browse(self) -> Browse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -29,6 +29,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from s25rbl.errors import DuplicateEntry, EntryNotFound
+from s25rbl.lists.formats import StoredEntry
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, EntrySpec, ListName
 from s25rbl.store.models import Entry, ListVersion, Meta
 
@@ -43,6 +44,7 @@ class EntryFilter:
     text: str | None = None
     include_expired: bool = True
     only_expired: bool = False
+    starter_release: str | None = None  # builtin entries the starter whitelist of this release added
 
 
 class _Contains(FunctionElement[bool]):
@@ -93,7 +95,7 @@ def contains_text(column: Any, text: str) -> ColumnElement[bool]:
     return _Contains(column, literal(f"%{text}%"))
 
 
-def filtered(query: Select[Entry], flt: EntryFilter, now: datetime) -> Select[Entry]:
+def filtered(query: Select[Any], flt: EntryFilter, now: datetime) -> Select[Any]:
     """``query`` narrowed to the entries ``flt`` selects."""
     if flt.list is not None:
         query = query.where(Entry.list == flt.list)
@@ -101,6 +103,8 @@ def filtered(query: Select[Entry], flt: EntryFilter, now: datetime) -> Select[En
         query = query.where(Entry.kind == flt.kind)
     if flt.source is not None:
         query = query.where(Entry.source == flt.source)
+    if flt.starter_release is not None:
+        query = query.where(Entry.starter_release == flt.starter_release)
     if flt.text:
         query = query.where(or_(contains_text(Entry.value, flt.text), contains_text(Entry.reason, flt.text)))
     if not flt.include_expired:
@@ -232,9 +236,18 @@ class EntryRepository:
     async def search(
         self, flt: EntryFilter, now: datetime, *, after_id: int = 0, limit: int = 1000
     ) -> Sequence[Entry]:
-        query = filtered(select(Entry).where(Entry.id > after_id), flt, now)
-        result = await self.session.execute(query.order_by(Entry.id).limit(limit))
-        return result.scalars().all()
+        result = await self.session.execute(_search(select(Entry), flt, now, after_id, limit))
+        return cast(Sequence[Entry], result.scalars().all())
+
+    async def search_rows(
+        self, flt: EntryFilter, now: datetime, *, after_id: int = 0, limit: int = 1000
+    ) -> Sequence[StoredEntry]:
+        """``search`` as plain rows, no ORM objects: an export of 100,000 entries reads in a
+        fraction of the time (and memory)."""
+        result = await self.session.execute(
+            _search(select(*Entry.__table__.columns), flt, now, after_id, limit)
+        )
+        return cast(Sequence[StoredEntry], result.all())
 
     async def active_rows(self, now: datetime) -> list[EntryRow]:
         """The columns the indexes need, as plain rows: loads 100,000 entries in well under 2 s."""
@@ -249,13 +262,16 @@ class EntryRepository:
         result = await self.session.execute(select(Entry.id).where(Entry.source == source).limit(1))
         return result.first() is not None
 
-    async def delete_expired(self, now: datetime, *, learned: bool) -> int:
-        """Remove entries past their expiry: learned ones, or the others (manual, imported)."""
+    async def delete_expired(self, now: datetime, *, learned: bool) -> list[EntryRow]:
+        """Remove entries past their expiry: learned ones, or the others (manual, imported).
+        Returns the rows this call removed (a row another node removed first is not among them)."""
         source = Entry.source == EntrySource.LEARNED if learned else Entry.source != EntrySource.LEARNED
         result = await self.session.execute(
-            delete(Entry).where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            delete(Entry)
+            .where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            .returning(Entry.id, Entry.list, Entry.kind, Entry.value, Entry.source, Entry.expires_at)
         )
-        removed = int(getattr(result, "rowcount", 0) or 0)
+        removed = [EntryRow(*row) for row in result.all()]
         if removed:
             await self.bump_version(now)
         return removed
@@ -290,6 +306,11 @@ class EntryRepository:
     async def version(self) -> int:
         result = await self.session.execute(select(ListVersion.version).where(ListVersion.id == 1))
         return int(result.scalar_one_or_none() or 0)
+
+
+def _search(query: Select[Any], flt: EntryFilter, now: datetime, after_id: int, limit: int) -> Select[Any]:
+    """The entries ``flt`` selects after ``after_id``, in id order, at most ``limit``."""
+    return filtered(query.where(Entry.id > after_id), flt, now).order_by(Entry.id).limit(limit)
 
 
 class MetaRepository:

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import FileField
 
+from s25rbl.api.guard import LARGE_BODY, accepts
 from s25rbl.errors import InvalidEntry, ListFileError
 from s25rbl.lists.formats import FORMATS_OUT, parse_list_file
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, check_reason, parse_expiry
@@ -153,6 +154,7 @@ async def import_form(request: web.Request) -> web.StreamResponse:
     return render(request, "import.html", errors=[], text="", default_list="")
 
 
+@accepts(LARGE_BODY)  # a table of 100,000s of lines: up to api.max_body; other forms take 64 KiB
 @action()
 async def import_table(request: web.Request) -> web.StreamResponse:
     form = await request.post()

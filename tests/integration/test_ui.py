@@ -238,6 +238,19 @@ def test_importing_a_postfix_table_adds_its_entries_through_the_audited_write_pa
     assert "token:ops" in audit and "2 added, 0 present" in audit
 
 
+def test_a_table_larger_than_an_ordinary_form_can_be_imported(lab: Lab) -> None:
+    page = ops(lab)
+    table = "".join(f"198.18.{n // 256}.{n % 256}\n" for n in range(5000))  # ~75 KB: over 64 KiB
+    reply = page.post("/ui/import", {"csrf": page.csrf(), "text": table, "list": "black"})
+    assert (reply.status, reply.location) == (303, "/ui/lists")
+    assert "Imported: 5000 added, 0 already present." in page.get("/ui/lists").text
+    assert lab.answer("198.18.19.135") == "127.0.0.3"
+    big = page.post(
+        "/ui/lists/add", {"csrf": page.csrf(), "list": "black", "kind": "ip", "value": "x" * 70_000}
+    )
+    assert big.status == 413  # the other forms take an ordinary form's size
+
+
 def test_editing_and_removing_an_entry_is_audited_and_reaches_dns(lab: Lab) -> None:
     page = ops(lab)
     form = {"csrf": page.csrf(), "list": "white", "kind": "ip", "value": "203.0.113.7", "reason": "first"}
