@@ -128,6 +128,9 @@ def test_the_tls_proxy_sample_keeps_metrics_local_and_streams_exports() -> None:
     assert re.search(r"listen 443 ssl;", conf) and "ssl_certificate " in conf
     assert re.search(r"location = /metrics \{\s*return 404;", conf)
     assert "proxy_buffering off;" in conf  # exports are streamed: pass them on as they come
+    # The operator's page's cookie is Secure behind it (with ui.trusted_proxies naming it).
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
     upstream = re.search(r"upstream s25rbl_api \{([^}]*)\}", conf)
     assert upstream and "server 127.0.0.1:8300;" in upstream.group(1)
     body = re.search(r"client_max_body_size (\d+)m;", conf)
