@@ -85,6 +85,9 @@ async def signin(request: web.Request) -> web.StreamResponse:
             request, 403, f"Token {principal.name!r} has no read scope: it cannot use this page."
         )
     ui.limiter.succeeded(address)
+    previous = request.get(SESSION)
+    if previous is not None:
+        ui.sessions.end(previous)  # one browser, one session: the old cookie is worth nothing now
     cookie_value, _ = ui.sessions.create(token, principal.name)
     log.info("operator's page: %s signed in from %s", principal.actor, address)
     response = redirect(safe_return(form.get("next"), HOME))

@@ -79,3 +79,17 @@ async def test_a_session_lasts_only_while_its_token_grants_read(
     if not kept:
         assert reply.headers["Location"].startswith("/ui/signin")
         assert len(sessions) == 0  # ended on the server, not just refused once
+
+
+async def test_signing_in_again_ends_the_browsers_previous_session(
+    page: tuple[TestClient[Any, Any], Tokens, Sessions],
+) -> None:
+    client, _, sessions = page
+    assert await sign_in(client, "good") == 303
+    jar = client.session.cookie_jar
+    first = jar.filter_cookies(client.make_url("/ui/"))["s25rbl_session"].value
+    # A second sign-in form posted from the same browser (an old tab, its form cookie set again).
+    jar.update_cookies({"s25rbl_signin": "nonce"}, response_url=client.make_url("/ui/"))
+    again = await client.post("/ui/signin", data={"nonce": "nonce", "token": "good"}, allow_redirects=False)
+    assert again.status == 303
+    assert len(sessions) == 1 and sessions.get(first) is None
