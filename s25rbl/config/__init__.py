@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s25rbl.config_values import Endpoint as Endpoint  # re-exported: where every part imports it from
-from s25rbl.config_values import (
+from s25rbl.config.values import Endpoint as Endpoint  # re-exported: where every part imports it from
+from s25rbl.config.values import (
     parse_bool,
     parse_endpoint,
     parse_level,
@@ -27,7 +27,7 @@ from s25rbl.config_values import (
     parse_upstreams,
     parse_url,
 )
-from s25rbl.config_values import parse_zone as parse_zone  # re-exported
+from s25rbl.config.values import parse_zone as parse_zone  # re-exported
 from s25rbl.errors import ConfigError
 
 ENV_PREFIX = "S25RBL_"
