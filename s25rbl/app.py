@@ -43,6 +43,10 @@ from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
 from s25rbl.service.starter import offer_starter
 from s25rbl.store.db import Store, migrate
+from s25rbl.ui import mount_ui
+from s25rbl.ui.context import UiContext
+from s25rbl.ui.history import History, snapshot_counters
+from s25rbl.ui.sessions import Sessions
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 
@@ -245,9 +249,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
             context = ApiContext(
                 settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
             )
-            runner = web.AppRunner(
-                create_api(context), handle_signals=False, access_log=None, logger=HttpServerLog()
-            )
+            api_app = create_api(context)
+            if settings.ui.enabled:
+                mount_ui(api_app, operators_page(settings, context, counters))
+            runner = web.AppRunner(api_app, handle_signals=False, access_log=None, logger=HttpServerLog())
             try:
                 await runner.setup()
                 api = settings.api.listen
@@ -264,6 +269,13 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 await runner.cleanup()
                 if pool is not None:
                     await asyncio.to_thread(pool.stop)
+
+
+def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], Snapshot]) -> UiContext:
+    """The operator's page of a full node: its sessions, and its figures from the node's counters."""
+    ui = settings.ui
+    history = History([lambda: snapshot_counters(counters())], size=ui.history, interval=ui.sample_interval)
+    return UiContext(api, ui, Sessions(ui.session_idle, ui.session_lifetime), history)
 
 
 async def _watch_workers(pool: WorkerPool) -> None:

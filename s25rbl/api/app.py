@@ -32,7 +32,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     """Every route of the API (``openapi.yaml`` describes exactly these)."""
-    app.router.add_get("/", index.index)  # the operator's page will answer here instead
+    app.router.add_get("/", index.index)  # leads to the operator's page when it is on
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -27,6 +27,7 @@ from s25rbl.service.tokens import Audit, Principal, Tokens, token_digest, well_f
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 30.0
+PRINCIPAL = web.RequestKey("principal", Principal)  # who made this request, once authenticated
 CACHE_ENTRIES = 10_000
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/v1/openapi.yaml"})
 
@@ -150,12 +151,11 @@ def auth_middleware(tokens: TokenCache, metrics_open: bool, failures: FailedLogi
         # No scope: no such route (aiohttp answers 404 or 405 next), shown only to token holders.
         if scope is not None and scope not in principal.granted:
             raise Problem(403, f"token {principal.name!r} lacks the {scope!r} scope this needs")
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return middleware
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request["principal"]
-    return principal
+    return request[PRINCIPAL]

@@ -29,6 +29,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes: no store,
 QUEUE_PER_SLOT = 4  # requests that may wait for a slot, per slot
 QUEUE_WAIT = 1.0  # seconds a request waits for a slot before it is answered 503
 RETRY_AFTER = "1"
+BODY_LIMIT = web.RequestKey("body_limit", int)  # the body size the matched route accepts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,7 +46,7 @@ def accepts(limit: int | None) -> Callable[[Handler], Handler]:
 
 
 def body_limit(request: web.Request) -> int:
-    limit: int = request.get("body_limit", SMALL_BODY)
+    limit: int = request.get(BODY_LIMIT, SMALL_BODY)
     return limit
 
 
@@ -123,7 +124,7 @@ def guard_middleware(gate: Gate, max_body: int) -> Any:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         declared = getattr(request.match_info.route.handler, "body_limit", SMALL_BODY)
         limit = max_body if declared is None else min(declared, max_body)
-        request["body_limit"] = limit
+        request[BODY_LIMIT] = limit
         if request.content_length is not None and request.content_length > limit:
             raise _too_large(limit, request.content_length)
         if request.path in OPEN_PATHS:

@@ -87,6 +87,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         if api is not None:
             print(f"  API on http://{api}/  store {settings.database.url}", flush=True)
+            if settings.ui.enabled:
+                print(f"  operator's page on http://{api}/ui/ (sign in with an API token)", flush=True)
         first = dns[0]
         print(f"  try: dig @{first.host} -p {first.port} 2.0.0.127.{settings.dns.zone} A", flush=True)
 

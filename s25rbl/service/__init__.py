@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings
 from s25rbl.learning.ingest import Learner
+from s25rbl.service.browse import Browse
 from s25rbl.service.entries import Lists
 from s25rbl.service.learning import Learning
 from s25rbl.service.tokens import Audit, Tokens
@@ -47,3 +48,7 @@ class Services:
     @property
     def audit(self) -> Audit:
         return Audit(self.store, self.clock)
+
+    @property
+    def browse(self) -> Browse:
+        return Browse(self.store, self.clock)

@@ -10,9 +10,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from s25rbl.errors import DuplicateEntry, EntryNotFound
 from s25rbl.lists.formats import StoredEntry
@@ -31,6 +45,73 @@ class EntryFilter:
     include_expired: bool = True
     only_expired: bool = False
     starter_release: str | None = None  # builtin entries the starter whitelist of this release added
+
+
+class _Contains(FunctionElement[bool]):
+    """``column`` contains ``pattern``'s text, ignoring case; compiled per database below."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "contains_text"
+
+
+class _ContainsEscaped(_Contains):
+    """The same, for a pattern with ``\\``-escaped ``%`` or ``_`` in it."""
+
+    inherit_cache = True
+    name = "contains_text_escaped"
+
+
+def _parts(element: _Contains, compiler: Any, **kw: Any) -> tuple[str, str, str]:
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return column, pattern, " ESCAPE '\\'" if isinstance(element, _ContainsEscaped) else ""
+
+
+@compiles(_Contains)
+def _contains_default(element: _Contains, compiler: Any, **kw: Any) -> str:
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"lower({column}) LIKE lower({pattern}){escape}"
+
+
+@compiles(_Contains, "sqlite")
+def _contains_sqlite(element: _Contains, compiler: Any, **kw: Any) -> str:
+    # SQLite's LIKE already ignores ASCII case, and its lower() folds nothing more: the same
+    # answers as lower() LIKE, at half the cost of a scan (no function call per row).
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"{column} LIKE {pattern}{escape}"
+
+
+@compiles(_Contains, "postgresql")
+def _contains_postgresql(element: _Contains, compiler: Any, **kw: Any) -> str:
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"{column} ILIKE {pattern}{escape}"
+
+
+def contains_text(column: Any, text: str) -> ColumnElement[bool]:
+    """``column`` contains ``text`` literally (``_`` and ``%`` are no wildcards), ignoring case."""
+    if any(c in text for c in "\\%_"):
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return _ContainsEscaped(column, literal(f"%{escaped}%"))
+    return _Contains(column, literal(f"%{text}%"))
+
+
+def filtered(query: Select[Any], flt: EntryFilter, now: datetime) -> Select[Any]:
+    """``query`` narrowed to the entries ``flt`` selects."""
+    if flt.list is not None:
+        query = query.where(Entry.list == flt.list)
+    if flt.kind is not None:
+        query = query.where(Entry.kind == flt.kind)
+    if flt.source is not None:
+        query = query.where(Entry.source == flt.source)
+    if flt.starter_release is not None:
+        query = query.where(Entry.starter_release == flt.starter_release)
+    if flt.text:
+        query = query.where(or_(contains_text(Entry.value, flt.text), contains_text(Entry.reason, flt.text)))
+    if not flt.include_expired:
+        query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
+    if flt.only_expired:
+        query = query.where(Entry.expires_at.is_not(None), Entry.expires_at <= now)
+    return query
 
 
 class EntryRepository:
@@ -229,30 +310,7 @@ class EntryRepository:
 
 def _search(query: Select[Any], flt: EntryFilter, now: datetime, after_id: int, limit: int) -> Select[Any]:
     """The entries ``flt`` selects after ``after_id``, in id order, at most ``limit``."""
-    query = query.where(Entry.id > after_id)
-    if flt.list is not None:
-        query = query.where(Entry.list == flt.list)
-    if flt.kind is not None:
-        query = query.where(Entry.kind == flt.kind)
-    if flt.source is not None:
-        query = query.where(Entry.source == flt.source)
-    if flt.starter_release is not None:
-        query = query.where(Entry.starter_release == flt.starter_release)
-    if flt.text:
-        # The text is searched for as written: %, _ and \ in it are not LIKE wildcards.
-        text = flt.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{text}%"
-        query = query.where(
-            or_(
-                func.lower(Entry.value).like(like, escape="\\"),
-                func.lower(Entry.reason).like(like, escape="\\"),
-            )
-        )
-    if not flt.include_expired:
-        query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
-    if flt.only_expired:
-        query = query.where(Entry.expires_at.is_not(None), Entry.expires_at <= now)
-    return query.order_by(Entry.id).limit(limit)
+    return filtered(query.where(Entry.id > after_id), flt, now).order_by(Entry.id).limit(limit)
 
 
 class MetaRepository:

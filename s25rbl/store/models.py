@@ -67,6 +67,8 @@ class Entry(Base):
     __table_args__ = (
         UniqueConstraint("list", "kind", "value"),
         Index("ix_entries_list_kind", "list", "kind"),
+        Index("ix_entries_list_id", "list", "id"),
+        Index("ix_entries_source_id", "source", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -143,6 +145,10 @@ class AuditEvent(Base):
     """Who changed what, when: one row per write through the API or the CLI."""
 
     __tablename__ = "audit"
+    __table_args__ = (
+        Index("ix_audit_action_id", "action", "id"),
+        Index("ix_audit_action_at", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())

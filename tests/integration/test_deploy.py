@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
-def test_the_wheel_carries_migrations_and_the_openapi_document(tmp_path: Path) -> None:
+def test_the_wheel_carries_migrations_the_openapi_document_and_the_pages_files(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -57,6 +57,11 @@ def test_the_wheel_carries_migrations_and_the_openapi_document(tmp_path: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "s25rbl/openapi.yaml" in names
     assert "s25rbl/lists/starter_whitelist.tsv" in names  # package data, read by lists.starter
+    # The operator's page's templates and static files: a mail server has no CDN to fall back on.
+    page = ROOT / "s25rbl" / "ui"
+    for folder in ("templates", "static"):
+        shipped_files = {f"s25rbl/ui/{folder}/{p.name}" for p in (page / folder).iterdir() if p.is_file()}
+        assert shipped_files and shipped_files <= names, shipped_files - names
     migrations = {n for n in names if n.startswith("s25rbl/_migrations/versions/")}
     shipped = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert {Path(n).name for n in migrations} == shipped
@@ -123,6 +128,9 @@ def test_the_tls_proxy_sample_keeps_metrics_local_and_streams_exports() -> None:
     assert re.search(r"listen 443 ssl;", conf) and "ssl_certificate " in conf
     assert re.search(r"location = /metrics \{\s*return 404;", conf)
     assert "proxy_buffering off;" in conf  # exports are streamed: pass them on as they come
+    # The operator's page's cookie is Secure behind it (with ui.trusted_proxies naming it).
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
     upstream = re.search(r"upstream s25rbl_api \{([^}]*)\}", conf)
     assert upstream and "server 127.0.0.1:8300;" in upstream.group(1)
     body = re.search(r"client_max_body_size (\d+)m;", conf)

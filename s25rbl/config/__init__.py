@@ -6,9 +6,7 @@ stops with one line and exit status 2 instead of failing later.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,23 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s25rbl.config.values import Endpoint as Endpoint  # re-exported: where every part imports it from
+from s25rbl.config.values import (
+    parse_bool,
+    parse_endpoint,
+    parse_level,
+    parse_listen,
+    parse_names,
+    parse_networks,
+    parse_number,
+    parse_secure_cookie,
+    parse_upstreams,
+    parse_url,
+)
+from s25rbl.config.values import parse_zone as parse_zone  # re-exported
 from s25rbl.errors import ConfigError
 
 ENV_PREFIX = "S25RBL_"
 CONFIG_ENV = "S25RBL_CONFIG"
-
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An address and port to listen on or send to."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,7 @@ class DatabaseSettings:
 class ApiSettings:
     """``[api]``: the REST API's address and limits."""
 
-    listen: Endpoint = Endpoint("127.0.0.1", 8300)
+    listen: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 8300))
     metrics_public: bool = True
     max_body: int = 8 * 1024 * 1024  # the largest body (imports); other routes take far less
     max_concurrent: int = 8  # API requests at work at once; more wait briefly, then get 503
@@ -109,6 +108,20 @@ class LearningSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UiSettings:
+    """``[ui]``: the operator's page under ``/ui/`` on the API's address: its sessions, its
+    cookies behind a TLS proxy, and the figures it keeps in memory."""
+
+    enabled: bool = True
+    session_idle: float = 1800.0  # seconds without a request before a session ends
+    session_lifetime: float = 43200.0  # seconds after sign-in that a session ends regardless
+    secure_cookie: str = "auto"  # auto: Secure when the request came over TLS; true; false
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-* is believed
+    sample_interval: float = 60.0  # seconds between two samples of the node's counters
+    history: int = 1440  # samples kept in memory (1440 x 60 s: a day)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """``[log]``: how much the server says."""
 
@@ -125,166 +138,70 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     lists: ListSettings = field(default_factory=ListSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
     warnings: tuple[str, ...] = ()  # said once at start: deprecated keys in use
 
 
-# --- value parsers: each raises ValueError with a message for the user -------------------
-
-
-def parse_endpoint(text: str, default_port: int | None = None) -> Endpoint:
-    """``1.2.3.4:53``, ``[::1]:53``, or a bare address when a default port applies."""
-    text = text.strip()
-    host, port_text = text, None
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError(f"{text!r}: missing ']' after the IPv6 address")
-        host, rest = text[1:close], text[close + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address literal") from None
-    if port_text is None:
-        if default_port is None:
-            raise ValueError(f"{text!r}: needs a port, as host:port or [v6]:port")
-        return Endpoint(host, default_port)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
-    return Endpoint(host, int(port_text))
-
-
-def parse_zone(text: str) -> str:
-    name = text.strip().lower().rstrip(".")
-    if not name:
-        raise ValueError("a zone name may not be empty")
-    labels = name.split(".")
-    if len(name) > 200:
-        raise ValueError(f"{text!r}: too long for a zone (keep it under 200 octets)")
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"{text!r}: {label!r} is not a valid DNS label")
-    return name
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (true or false)")
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v for v in (p.strip() for p in value.split(",")) if v]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise ValueError(f"{value!r} is not a list of strings")
-
-
-def _number(kind: type[int] | type[float], low: float, high: float) -> Callable[[Any], Any]:
-    def parse(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number} is out of range ({low:g} to {high:g})")
-        return number
-
-    return parse
-
-
-def _listen_list(value: Any) -> tuple[Endpoint, ...]:
-    items = tuple(parse_endpoint(v) for v in _as_list(value))
-    if not items:
-        raise ValueError("at least one address:port is needed")
-    return items
-
-
-def _upstreams(value: Any) -> tuple[Endpoint, ...]:
-    return tuple(parse_endpoint(v, default_port=53) for v in _as_list(value))
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    return tuple(parse_zone(v) for v in _as_list(value))
-
-
-def _level(value: Any) -> str:
-    text = str(value).lower()
-    if text not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"{value!r}: use debug, info, warning or error")
-    return text
-
-
-def _url(value: Any) -> str:
-    text = str(value).strip()
-    if text and "://" not in text:
-        raise ValueError(f"{text!r} is not a URL (e.g. sqlite:///var/lib/s25rbl/s25rbl.db)")
-    return text
-
-
 _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "dns": {
-        "listen": _listen_list,
+        "listen": parse_listen,
         "zone": parse_zone,
         "whitelist_zone": parse_zone,
         "hostname_zone": lambda v: parse_zone(v) if str(v).strip(" .") else "",
-        "ip_literal_names": _as_bool,
-        "nameservers": _names,
+        "ip_literal_names": parse_bool,
+        "nameservers": parse_names,
         "hostmaster": lambda v: parse_zone(str(v).replace("@", ".")),
-        "ttl": _number(int, 0, 604800),
-        "negative_ttl": _number(int, 0, 86400),
-        "tempfail_ttl": _number(int, 0, 3600),
-        "tcp_idle_timeout": _number(float, 0.1, 3600),
-        "tcp_max_connections": _number(int, 1, 1_000_000),
-        "tcp_max_per_prefix": _number(int, 1, 1_000_000),
-        "udp_receive_buffer": _number(int, 0, 1 << 30),
-        "max_udp_payload": _number(int, 512, 4096),
-        "workers": _number(int, 1, 64),
-        "answer_cache_bytes": _number(int, 0, 1 << 40),
-        "answer_cache_size": _number(int, 0, 50_000_000),
+        "ttl": parse_number(int, 0, 604800),
+        "negative_ttl": parse_number(int, 0, 86400),
+        "tempfail_ttl": parse_number(int, 0, 3600),
+        "tcp_idle_timeout": parse_number(float, 0.1, 3600),
+        "tcp_max_connections": parse_number(int, 1, 1_000_000),
+        "tcp_max_per_prefix": parse_number(int, 1, 1_000_000),
+        "udp_receive_buffer": parse_number(int, 0, 1 << 30),
+        "max_udp_payload": parse_number(int, 512, 4096),
+        "workers": parse_number(int, 1, 64),
+        "answer_cache_bytes": parse_number(int, 0, 1 << 40),
+        "answer_cache_size": parse_number(int, 0, 50_000_000),
     },
     "resolver": {
-        "upstreams": _upstreams,
-        "timeout": _number(float, 0.05, 30),
-        "max_names": _number(int, 1, 32),
-        "max_inflight": _number(int, 1, 100_000),
-        "cache_bytes": _number(int, 0, 1 << 40),
-        "cache_size": _number(int, 0, 50_000_000),
+        "upstreams": parse_upstreams,
+        "timeout": parse_number(float, 0.05, 30),
+        "max_names": parse_number(int, 1, 32),
+        "max_inflight": parse_number(int, 1, 100_000),
+        "cache_bytes": parse_number(int, 0, 1 << 40),
+        "cache_size": parse_number(int, 0, 50_000_000),
     },
-    "database": {"url": _url},
+    "database": {"url": parse_url},
     "api": {
         "listen": lambda v: parse_endpoint(str(v)),
-        "metrics_public": _as_bool,
-        "max_body": _number(int, 1024, 256 * 1024 * 1024),
-        "max_concurrent": _number(int, 1, 256),
+        "metrics_public": parse_bool,
+        "max_body": parse_number(int, 1024, 256 * 1024 * 1024),
+        "max_concurrent": parse_number(int, 1, 256),
     },
     "lists": {
-        "builtin_whitelist": _as_bool,
-        "refresh_interval": _number(float, 0.05, 3600),
+        "builtin_whitelist": parse_bool,
+        "refresh_interval": parse_number(float, 0.05, 3600),
     },
     "learning": {
-        "min_interval": _number(float, 0, 86400),
-        "window": _number(float, 60, 30 * 86400),
-        "retries": _number(int, 1, 100),
-        "lifetime": _number(float, 60, 3650 * 86400),
-        "auto_approve_pools": _as_bool,
-        "expire_interval": _number(float, 1, 86400),
+        "min_interval": parse_number(float, 0, 86400),
+        "window": parse_number(float, 60, 30 * 86400),
+        "retries": parse_number(int, 1, 100),
+        "lifetime": parse_number(float, 60, 3650 * 86400),
+        "auto_approve_pools": parse_bool,
+        "expire_interval": parse_number(float, 1, 86400),
     },
-    "log": {"level": _level},
+    "ui": {
+        "enabled": parse_bool,
+        "session_idle": parse_number(float, 60, 7 * 86400),
+        "session_lifetime": parse_number(float, 300, 30 * 86400),
+        "secure_cookie": parse_secure_cookie,
+        "trusted_proxies": parse_networks,
+        "sample_interval": parse_number(float, 1, 3600),
+        "history": parse_number(int, 10, 100_000),
+    },
+    "log": {"level": parse_level},
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -294,6 +211,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "api": ApiSettings,
     "lists": ListSettings,
     "learning": LearningSettings,
+    "ui": UiSettings,
     "log": LogSettings,
 }
 
