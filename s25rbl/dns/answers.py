@@ -21,6 +21,8 @@ WHITELIST_TXT = {
 }
 
 CountKey = tuple[str, str, str]  # (zone kind, result, deciding step)
+# The SOA RDATA kept per (zone, serial, TTL): each under 1 KiB with its key and slot.
+_SOA_CACHE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,9 @@ class Answers:
         key = (zone.name, serial, ttl)
         rdata = self._soa_cache.get(key)
         if rdata is None:
-            if len(self._soa_cache) > 64:
+            # A few keys exist at once (zones x TTLs, for the current serial); the bound is
+            # there all the same, in bytes: at most 64 RDATAs of at most 532 octets each.
+            if len(self._soa_cache) >= _SOA_CACHE_BYTES // 1024:
                 self._soa_cache.clear()
             # RFC 2308: the negative TTL is min(SOA TTL, MINIMUM), so both carry it.
             rdata = wire.soa_rdata(

@@ -251,6 +251,8 @@ class ReverseLookup:
         if ip in self._cache:
             self._forget(ip)
         cost = _ENTRY_BYTES + result.size()
+        if cost > self._max_bytes // 8:
+            return  # a result that big (or a cache that small): not worth the room
         if self.cache_bytes_used + cost > self._max_bytes or (
             self._max_entries is not None and len(self._cache) >= self._max_entries
         ):
