@@ -100,6 +100,8 @@ class LearningSettings:
     lifetime: float = 35 * 86400.0  # a learned address's lifetime, renewed while it is seen
     auto_approve_pools: bool = False  # turn pool suggestions into domain entries unreviewed
     expire_interval: float = 300.0  # seconds between expiry runs
+    reports_per_minute: float = 6000.0  # from one reporter (token); beyond: 429, Retry-After
+    address_reports_per_minute: float = 60.0  # about one client address, from all reporters
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +272,8 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "lifetime": _number(float, 60, 3650 * 86400),
         "auto_approve_pools": _as_bool,
         "expire_interval": _number(float, 1, 86400),
+        "reports_per_minute": _number(float, 1, 1e7),
+        "address_reports_per_minute": _number(float, 1, 1e7),
     },
     "log": {"level": _level},
 }
