@@ -35,6 +35,7 @@ from s25rbl.jobs.expiry import ExpiryScheduler
 from s25rbl.learning.ingest import MAX_BATCH, Learner
 from s25rbl.learning.judge import EngineJudge
 from s25rbl.learning.limits import ReportLimits
+from s25rbl.lists.domains import load_public_suffixes
 from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, take, total
 from s25rbl.node.runloop import run_loop
 from s25rbl.node.sync import ListSync
@@ -224,6 +225,7 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
             services = Services(
                 node.store, clock, settings.learning, changed=node.lists.reload, learner=node_learner(node)
             )
+            await asyncio.to_thread(load_public_suffixes)  # pools need it: not on the event loop
             context = ApiContext(
                 settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
             )

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 CHUNK = 50  # reports per write transaction: an operator's write waits for one chunk at most
+OTHERS_FIRST = 1.0  # seconds a chunk waits at most for other units of work (SQLite)
 YIELD_EVERY = 50  # reports validated between two turns of the event loop
+RENEW_EVERY = timedelta(hours=1)  # a learned address's lifetime is rewritten at most this often
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Learner:
         self.clock = clock
         self.judge = judge
         self.limits = limits
+        self._writing = asyncio.Lock()
         self.window = timedelta(seconds=settings.window)
         self.min_interval = timedelta(seconds=settings.min_interval)
         self.lifetime = timedelta(seconds=settings.lifetime)
@@ -140,9 +143,12 @@ class Learner:
         listings = await judge_all(self.judge, (r.client_ip for r in taken))
         self._mark(taken, listings)
         for start in range(0, len(taken), CHUNK):
-            async with store.transaction() as session:
-                await self._store(session, taken[start : start + CHUNK], now, result)
-            await asyncio.sleep(0)
+            # One chunk of this node's reports at a time, after any other unit of work of the
+            # process (an operator's write) that is waiting on SQLite.
+            async with self._writing:
+                await store.after_others(OTHERS_FIRST)
+                async with store.transaction() as session:
+                    await self._store(session, taken[start : start + CHUNK], now, result)
         return result
 
     async def _validate(
@@ -188,20 +194,26 @@ class Learner:
     async def _store(
         self, session: AsyncSession, chunk: list[Report], now: datetime, result: IngestResult
     ) -> None:
-        reports = ReportRepository(session)
-        fresh: list[Report] = []
-        for report in chunk:
-            if await reports.add(report):
-                result.accepted += 1
-                fresh.append(report)
-            else:
-                result.duplicate += 1
+        fresh = await ReportRepository(session).add_new(chunk)
+        result.accepted += len(fresh)
+        result.duplicate += len(chunk) - len(fresh)
         counting = [r for r in fresh if r.counts]
         # Reports of one batch were all received at once: one attempt per triplet, one look
         # per pool, however many reports they are.
         triplets = {(r.client_ip, r.sender_norm, r.recipient): r for r in counting}
-        for report in triplets.values():
-            await self._learn_from(session, report, now, result)
+        whitelisted = await EntryRepository(session).find_many(
+            ListName.WHITE, EntryKind.IP, {ip for ip, _, _ in triplets}
+        )
+        for triplet, report in triplets.items():
+            entry = whitelisted.get(report.client_ip)
+            if entry is None:
+                if report.client_ip not in result.learned:  # by another triplet just now
+                    await self._learn_from(session, triplet, report, now, result)
+            elif entry.source is EntrySource.LEARNED:
+                # Still seen, still listed but for learning: renew its lifetime (once a while).
+                renewed = now + self.lifetime
+                if entry.expires_at is None or entry.expires_at < renewed - RENEW_EVERY:
+                    entry.expires_at = renewed
         pools: dict[Pool, set[str]] = {}
         for r in counting:
             if r.pool_domain:
@@ -223,24 +235,15 @@ class Learner:
                 result.lists_changed |= approved
 
     async def _learn_from(
-        self, session: AsyncSession, report: Report, now: datetime, result: IngestResult
+        self,
+        session: AsyncSession,
+        triplet: tuple[str, str, str],
+        report: Report,
+        now: datetime,
+        result: IngestResult,
     ) -> None:
-        entries = EntryRepository(session)
-        existing = await entries.find(ListName.WHITE, EntryKind.IP, report.client_ip)
-        if existing is not None:
-            if existing.source is EntrySource.LEARNED:
-                # Still seen, still listed but for learning: renew its lifetime.
-                renewed = now + self.lifetime
-                if existing.expires_at is None or existing.expires_at < renewed:
-                    existing.expires_at = renewed
-            return
         retries = await ReportRepository(session).count_retries(
-            report.client_ip,
-            report.sender_norm,
-            report.recipient,
-            now - self.window,
-            self.min_interval,
-            self.settings.retries,
+            triplet, now - self.window, now, self.min_interval, self.settings.retries
         )
         if retries < self.settings.retries:
             return

@@ -44,24 +44,56 @@ class ReportRepository:
             return False
         return True
 
+    async def add_new(self, reports: Sequence[Report]) -> list[Report]:
+        """Insert the reports whose idempotency keys are new (two queries for all of them);
+        returns those inserted. Keys stored by another node a moment ago are found one by one."""
+        keys = {r.idempotency_key for r in reports}
+        stored = await self.session.execute(
+            select(Report.idempotency_key).where(Report.idempotency_key.in_(keys))
+        )
+        seen = set(stored.scalars())
+        fresh = []
+        for report in reports:
+            if report.idempotency_key not in seen:
+                seen.add(report.idempotency_key)
+                fresh.append(report)
+        if not fresh:
+            return []
+        try:
+            async with self.session.begin_nested():
+                self.session.add_all(fresh)
+                await self.session.flush()
+        except IntegrityError:
+            return [r for r in fresh if await self.add(r)]
+        return fresh
+
     async def count_retries(
-        self, ip: str, sender: str, recipient: str, since: datetime, min_interval: timedelta, enough: int
+        self,
+        triplet: tuple[str, str, str],
+        since: datetime,
+        now: datetime,
+        min_interval: timedelta,
+        enough: int,
     ) -> int:
-        """Retries of a triplet among the attempts that count, received since ``since``: each
-        at least ``min_interval`` after the one before (``learning.retries``), counted up to
+        """Retries of (ip, sender, recipient) among the attempts that count, received from
+        ``since`` to ``now``: each at least ``min_interval`` after the one before, counted up to
         ``enough``. One index seek per retry, however many reports the triplet has."""
-        triplet = (
+        ip, sender, recipient = triplet
+        match = (
             Report.client_ip == ip,
             Report.sender_norm == sender,
             Report.recipient == recipient,
             Report.counts.is_(True),
         )
-        first = select(func.min(Report.received_at)).where(*triplet, Report.received_at >= since)
-        at = (await self.session.execute(first)).scalar_one_or_none()
+        at = (
+            await self.session.execute(
+                select(func.min(Report.received_at)).where(*match, Report.received_at >= since)
+            )
+        ).scalar_one_or_none()
         retries = 0
-        while at is not None and retries < enough:
+        while at is not None and retries < enough and at + min_interval <= now:
             after = select(func.min(Report.received_at)).where(
-                *triplet, Report.received_at >= at + min_interval
+                *match, Report.received_at >= at + min_interval
             )
             at = (await self.session.execute(after)).scalar_one_or_none()
             if at is not None:

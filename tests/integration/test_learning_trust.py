@@ -394,3 +394,22 @@ async def test_a_big_batch_is_stored_in_short_transactions(store: Store) -> None
     work = await work_for(store, learner, batch)
     print(f"1,000 reports: {work}")
     assert work.transactions == 1000 // CHUNK
+
+
+async def test_on_sqlite_a_bulk_writer_lets_an_open_unit_of_work_finish_first(store: Store) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL writers do not queue behind one another")
+    order: list[str] = []
+
+    async def report_chunk() -> None:
+        await store.after_others(limit=30)
+        order.append("report chunk")
+
+    async with store.transaction():
+        waiting = asyncio.create_task(report_chunk())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        order.append("operator's write")
+    await waiting
+    assert order == ["operator's write", "report chunk"]
