@@ -24,6 +24,7 @@ from aiohttp import web
 from s25rbl.api.app import create_api
 from s25rbl.api.auth import TokenCache
 from s25rbl.api.context import ApiContext
+from s25rbl.api.guard import HttpServerLog
 from s25rbl.api.metrics import Metrics
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.config import Endpoint, Settings
@@ -43,7 +44,7 @@ from s25rbl.node.workers import WorkerPool
 from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
-from s25rbl.service.entries import load_builtin_whitelist
+from s25rbl.service.starter import offer_starter
 from s25rbl.store.db import Store, migrate
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
@@ -104,15 +105,22 @@ def make_responder(settings: Settings, engine: VerdictEngine, serial: Callable[[
     return Responder(zones, engine, answers, serial=serial, cache_size=dns.answer_cache_size)
 
 
+def store_connections(settings: Settings) -> int:
+    """The pool's bound: a connection for each API request at work (``api.max_concurrent``) and
+    some for the node's own work (list sync, hit counts, expiry), so neither starves the other."""
+    return settings.api.max_concurrent + 7
+
+
 async def open_store(settings: Settings, clock: Clock) -> Store:
-    """The store, migrated, with the starter whitelist on first use: whichever command opens a
-    new store first (``serve`` or the CLI) sets it up the same way."""
+    """The store, migrated, with the starter whitelist entries it was never offered (all of them
+    on first use, a new release's on upgrade): whichever command opens the store first after an
+    install or an upgrade (``serve``, ``migrate`` or another CLI command) sets it up the same way."""
     # Alembic runs its own event loop for the async engine, so it gets a thread.
     await asyncio.to_thread(migrate, settings.database.url)
-    store = Store(settings.database.url)
+    store = Store(settings.database.url, connections=store_connections(settings))
     try:
         if settings.lists.builtin_whitelist:
-            await load_builtin_whitelist(store, clock=clock)
+            await offer_starter(store, clock)
     except BaseException:
         await store.close()
         raise
@@ -141,7 +149,10 @@ class DnsNode:
 async def dns_node(settings: Settings, clock: Clock, *, set_up_store: bool) -> AsyncIterator[DnsNode]:
     """Build a node on the store with its lists loaded. ``set_up_store``: migrate it and load
     the starter whitelist first (the primary); extra workers find it set up already."""
-    store = await open_store(settings, clock) if set_up_store else Store(settings.database.url)
+    if set_up_store:
+        store = await open_store(settings, clock)
+    else:
+        store = Store(settings.database.url, connections=store_connections(settings))
     rdns: ReverseLookup | None = None
     try:
         lifetime = timedelta(seconds=settings.learning.lifetime)
@@ -229,7 +240,9 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
             context = ApiContext(
                 settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
             )
-            runner = web.AppRunner(create_api(context), handle_signals=False, access_log=None)
+            runner = web.AppRunner(
+                create_api(context), handle_signals=False, access_log=None, logger=HttpServerLog()
+            )
             try:
                 await runner.setup()
                 api = settings.api.listen

@@ -79,7 +79,8 @@ class ApiSettings:
 
     listen: Endpoint = Endpoint("127.0.0.1", 8300)
     metrics_public: bool = True
-    max_body: int = 8 * 1024 * 1024
+    max_body: int = 8 * 1024 * 1024  # the largest body (imports); other routes take far less
+    max_concurrent: int = 8  # API requests at work at once; more wait briefly, then get 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +261,7 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "listen": lambda v: parse_endpoint(str(v)),
         "metrics_public": _as_bool,
         "max_body": _number(int, 1024, 256 * 1024 * 1024),
+        "max_concurrent": _number(int, 1, 256),
     },
     "lists": {
         "builtin_whitelist": _as_bool,

@@ -54,6 +54,17 @@ class ListFileError(S25rblError):
         self.errors = errors
 
 
+class StarterFormatError(S25rblError):
+    """A malformed line of a starter whitelist file (``line`` counts from 1; 0: the whole file).
+    In the file shipped with s25rbl it means a damaged installation: nothing of it is loaded."""
+
+    def __init__(self, source: str, line: int, message: str) -> None:
+        super().__init__(f"{source}, line {line}: {message}" if line else f"{source}: {message}")
+        self.source = source
+        self.line = line
+        self.message = message
+
+
 class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
 

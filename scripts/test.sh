@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Python dependencies in .venv, and the real programs
-# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf) from Debian's
+# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, nginx) from Debian's
 # packages when they are missing, and Exim unpacked into .cache/exim (scripts/unpack-exim.sh).
 # PostgreSQL tests use the server at 127.0.0.1:5432 (or S25RBL_TEST_PG) and skip without one,
 # except under CI.
@@ -18,6 +18,7 @@ command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dnsperf >/dev/null || need+=(dnsperf)
 command -v ip >/dev/null || need+=(iproute2)
 command -v psql >/dev/null || need+=(postgresql-client)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)  # checks deploy/nginx's TLS proxy sample
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${need[*]} (run as root, or install them first)" >&2

@@ -9,6 +9,7 @@ from aiohttp import web
 from s25rbl.api import schemas
 from s25rbl.api.auth import principal_of, requires
 from s25rbl.api.context import context_of
+from s25rbl.api.guard import BATCH_BODY, accepts
 from s25rbl.api.problems import Problem
 from s25rbl.errors import InvalidEntry, ReportsLimited
 from s25rbl.learning.ingest import MAX_BATCH
@@ -18,6 +19,7 @@ from s25rbl.service.views import entry_dict, forbidden_dict, learned_dicts, sugg
 
 
 @requires("report")
+@accepts(BATCH_BODY)
 async def reports_create(request: web.Request) -> web.Response:
     context = context_of(request)
     body = await schemas.read_json(request)
@@ -58,7 +60,31 @@ async def learned_list(request: web.Request) -> web.Response:
     items = learned_dicts(page)
     next_cursor = str(page.entries[limit - 1].id) if len(page.entries) > limit else None
     forbidden = [forbidden_dict(b) for b in page.forbidden]
-    return web.json_response({"items": items[:limit], "next_cursor": next_cursor, "forbidden": forbidden})
+    more = page.forbidden[-1].ip if page.forbidden_more else None
+    return web.json_response(
+        {
+            "items": items[:limit],
+            "next_cursor": next_cursor,
+            "forbidden": forbidden,
+            "forbidden_next_cursor": more,
+        }
+    )
+
+
+@requires("read")
+async def forbidden_list(request: web.Request) -> web.Response:
+    """Every address forbidden to learn, paged (``GET /v1/learned`` shows only the first ones)."""
+    schemas.only_params(request.query, {"cursor", "limit"})
+    after = ""
+    if "cursor" in request.query:
+        try:
+            after = str(parse_ip(request.query["cursor"], "cursor"))
+        except InvalidEntry as exc:
+            raise schemas.field_problem(exc) from None
+    limit = schemas.int_param(request.query, "limit", 100, 1, schemas.MAX_PAGE)
+    rows = await context_of(request).services.learning.forbidden(after=after, limit=limit + 1)
+    next_cursor = rows[limit - 1].ip if len(rows) > limit else None
+    return web.json_response({"items": [forbidden_dict(b) for b in rows[:limit]], "next_cursor": next_cursor})
 
 
 @requires("write")
@@ -110,6 +136,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/v1/reports", reports_create)
     r.add_get("/v1/learned", learned_list)
+    r.add_get("/v1/forbidden", forbidden_list)
     r.add_delete("/v1/learned/{ip}", learned_delete)
     r.add_get("/v1/suggestions", suggestions_list)
     r.add_post("/v1/suggestions/{id}/approve", suggestion_approve)

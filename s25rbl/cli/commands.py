@@ -21,6 +21,7 @@ from s25rbl.clock import SystemClock
 from s25rbl.config import Endpoint, Settings
 from s25rbl.errors import InvalidEntry
 from s25rbl.jobs.expiry import expire_once
+from s25rbl.lists.starter import check_release
 from s25rbl.lists.values import (
     EntryKind,
     EntrySource,
@@ -107,7 +108,14 @@ def _listen_summary(settings: Settings) -> str:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    migrate(settings.database.url, args.revision)
+    if args.revision == "head":
+        # Up to date means the starter whitelist too: a new release's entries are added here.
+        async def up() -> None:
+            await (await open_store(settings, SystemClock())).close()
+
+        run_loop(up())
+    else:
+        migrate(settings.database.url, args.revision)
     print(f"database at revision {current_revision(settings.database.url)}")
     return 0
 
@@ -152,12 +160,14 @@ def cmd_entries_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_entries_list(settings: Settings, args: argparse.Namespace) -> int:
+    release = args.starter_release
     flt = EntryFilter(
         list=ListName(args.list) if args.list else None,
         kind=EntryKind(args.kind) if args.kind else None,
         source=EntrySource(args.source) if args.source else None,
         text=args.search,
         include_expired=not args.active,
+        starter_release=check_release(release, "--starter-release") if release is not None else None,
     )
     print_entries(_with_backend(settings, args, lambda backend: backend.list_entries(flt)), args.json)
     return 0
@@ -195,8 +205,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     list_ = ListName(args.list) if args.list else None
-    text = _with_backend(settings, args, lambda backend: backend.export(args.format, list_, args.learned))
-    sys.stdout.write(text)
+
+    async def write(backend: Backend) -> None:
+        async for piece in backend.export(args.format, list_, args.learned):
+            sys.stdout.write(piece)
+
+    _with_backend(settings, args, write)
     return 0
 
 

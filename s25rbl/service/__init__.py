@@ -53,4 +53,4 @@ class Services:
 
     @property
     def audit(self) -> Audit:
-        return Audit(self.store)
+        return Audit(self.store, self.clock)

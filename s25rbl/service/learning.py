@@ -19,15 +19,18 @@ from s25rbl.store.models import Entry, LearnBlock, Report, Suggestion
 from s25rbl.store.tokens import AuditRepository
 
 SUGGESTION_STATUSES = ("open", "approved", "rejected")
+FORBIDDEN_INLINE = 100  # forbidden addresses shown with each page of learned ones; the rest paged
 
 
 @dataclass(frozen=True, slots=True)
 class LearnedPage:
-    """Learned addresses with the reports behind each, and the addresses forbidden to learn."""
+    """Learned addresses with the reports behind each, and the first ``FORBIDDEN_INLINE``
+    addresses forbidden to learn (``forbidden_more``: there are others, ``Learning.forbidden``)."""
 
     entries: Sequence[Entry]
     evidence: dict[int, Sequence[Report]]
     forbidden: Sequence[LearnBlock]
+    forbidden_more: bool = False
 
 
 class Learning:
@@ -59,8 +62,13 @@ class Learning:
             )
             reports = ReportRepository(session)
             evidence = {e.id: await reports.for_ip(e.value) for e in rows}
-            blocks = await LearnBlockRepository(session).all()
-        return LearnedPage(rows, evidence, blocks)
+            blocks = await LearnBlockRepository(session).page(limit=FORBIDDEN_INLINE + 1)
+        return LearnedPage(rows, evidence, blocks[:FORBIDDEN_INLINE], len(blocks) > FORBIDDEN_INLINE)
+
+    async def forbidden(self, *, after: str = "", limit: int = 100) -> Sequence[LearnBlock]:
+        """The addresses forbidden to learn, a page at a time in address-text order."""
+        async with self._store.transaction() as session:
+            return await LearnBlockRepository(session).page(after=after, limit=limit)
 
     async def revoke(self, ip: str, *, actor: str, forbid: bool = False, reason: str = "") -> None:
         """Remove a learned address and start its count afresh (its reports so far count no

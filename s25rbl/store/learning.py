@@ -150,8 +150,11 @@ class LearnBlockRepository:
         if not await self.blocked(ip):
             self.session.add(LearnBlock(ip=ip, reason=reason, created_at=now, created_by=actor))
 
-    async def all(self) -> Sequence[LearnBlock]:
-        result = await self.session.execute(select(LearnBlock).order_by(LearnBlock.created_at))
+    async def page(self, *, after: str = "", limit: int = 100) -> Sequence[LearnBlock]:
+        """Forbidden addresses in address-text order, from just after ``after``."""
+        result = await self.session.execute(
+            select(LearnBlock).where(LearnBlock.ip > after).order_by(LearnBlock.ip).limit(limit)
+        )
         return result.scalars().all()
 
 

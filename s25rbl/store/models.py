@@ -82,6 +82,25 @@ class Entry(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The s25rbl release whose starter whitelist added it (source ``builtin`` only).
+    starter_release: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class StarterOffer(Base):
+    """A starter whitelist domain this store has been offered, once and for good.
+
+    An entry is offered when the first s25rbl release that ships it starts on the store; an
+    operator's later removal of it therefore sticks through every upgrade. ``outcome``: ``added``,
+    ``present`` (the operator had the domain already, white or black) or ``earlier`` (loaded
+    before offers were recorded, by s25rbl 0.1.0).
+    """
+
+    __tablename__ = "starter_offers"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    release: Mapped[str] = mapped_column(String(16))
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))
 
 
 class ListVersion(Base):
@@ -99,7 +118,7 @@ class ListVersion(Base):
 
 
 class Meta(Base):
-    """Small facts about this database, e.g. that the starter whitelist was loaded once."""
+    """Small facts about this database (s25rbl 0.1.0 marked here that it loaded its starter list)."""
 
     __tablename__ = "meta"
 

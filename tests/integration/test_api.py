@@ -202,6 +202,13 @@ def test_listing_filters_and_cursor_pagination(api: Api) -> None:
     found = api.get("/v1/entries?q=run%2017").json["items"]
     assert [e["value"] for e in found] == ["198.51.100.17"]
     assert api.get("/v1/entries?source=builtin&limit=1000").json["items"]
+    # What the starter whitelist of a release added; every other entry has no release.
+    brought = api.get("/v1/entries?source=builtin&starter_release=0.2.0&limit=1000").json["items"]
+    assert brought and {e["starter_release"] for e in brought} == {"0.2.0"}
+    manual = api.get("/v1/entries?source=manual&limit=1000").json["items"]
+    assert manual and {e["starter_release"] for e in manual} == {None}
+    bad = api.get("/v1/entries?starter_release=latest")
+    assert bad.status == 422 and bad.json["errors"][0]["field"] == "starter_release"
     assert api.get("/v1/entries?expired=true").json["items"] == []
     assert api.get("/v1/entries?limit=0").status == 422
     assert api.get("/v1/entries?kind=asn").status == 422
