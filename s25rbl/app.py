@@ -34,6 +34,10 @@ from s25rbl.dns.tcp import TcpLimits
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.jobs.expiry import ExpiryScheduler
+from s25rbl.learning.ingest import MAX_BATCH, Learner
+from s25rbl.learning.judge import EngineJudge
+from s25rbl.learning.limits import ReportLimits
+from s25rbl.lists.domains import load_public_suffixes
 from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, take, total
 from s25rbl.node.runloop import run_loop
 from s25rbl.node.sync import ListSync
@@ -245,7 +249,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
             metrics = Metrics(counters, node.lists)
             expiry = ExpiryScheduler(node.store, clock, settings.learning, metrics.count_expired)
             expiry.start()
-            services = Services(node.store, clock, settings.learning, changed=node.lists.reload)
+            services = Services(
+                node.store, clock, settings.learning, changed=node.lists.reload, learner=node_learner(node)
+            )
+            await asyncio.to_thread(load_public_suffixes)  # pools need it: not on the event loop
             context = ApiContext(
                 settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
             )
@@ -276,6 +283,19 @@ def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], S
     ui = settings.ui
     history = History([lambda: snapshot_counters(counters())], size=ui.history, interval=ui.sample_interval)
     return UiContext(api, ui, Sessions(ui.session_idle, ui.session_lifetime), history)
+
+
+def node_learner(node: DnsNode) -> Learner:
+    """Learning as the node does it: reported addresses judged by its own verdict engine (the
+    DNS answers' lists and caches), reports limited per reporter and per address."""
+    learning = node.settings.learning
+    limits = ReportLimits(
+        learning.reports_per_minute,
+        learning.address_reports_per_minute,
+        max_batch=MAX_BATCH,
+        clock=node.clock,
+    )
+    return Learner(learning, node.clock, judge=EngineJudge(node.engine), limits=limits)
 
 
 async def _watch_workers(pool: WorkerPool) -> None:

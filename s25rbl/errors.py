@@ -69,6 +69,15 @@ class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
 
 
+class ReportsLimited(S25rblError):
+    """A reporter sent more reports than ``learning.reports_per_minute`` allows: nothing of the
+    batch was taken; send it again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Drop(S25rblError):
     """A DNS packet not worth an answer: too short to hold a header, or a response (QR set)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from s25rbl.api import schemas
@@ -9,7 +11,7 @@ from s25rbl.api.auth import principal_of, requires
 from s25rbl.api.context import context_of
 from s25rbl.api.guard import BATCH_BODY, accepts
 from s25rbl.api.problems import Problem
-from s25rbl.errors import InvalidEntry
+from s25rbl.errors import InvalidEntry, ReportsLimited
 from s25rbl.learning.ingest import MAX_BATCH
 from s25rbl.lists.values import check_reason, parse_ip
 from s25rbl.service.learning import SUGGESTION_STATUSES
@@ -32,9 +34,21 @@ async def reports_create(request: web.Request) -> web.Response:
             raise Problem(413, f"at most {MAX_BATCH} reports per request; got {len(items)}")
     else:
         items = [body]
-    result = await context.services.learning.report(items, reporter=principal_of(request).actor)
-    for outcome in ("accepted", "duplicate", "refused"):
-        context.metrics.reports.labels(outcome).inc(getattr(result, outcome))
+    try:
+        result = await context.services.learning.report(items, reporter=principal_of(request).actor)
+    except ReportsLimited as exc:
+        context.metrics.reports.labels("limited").inc(len(items))
+        raise Problem(
+            429, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        ) from None
+    outcomes = {
+        "accepted": result.accepted,
+        "duplicate": result.duplicate,
+        "refused": result.refused - result.limited,
+        "limited": result.limited,
+    }
+    for outcome, count in outcomes.items():
+        context.metrics.reports.labels(outcome).inc(count)
     return web.json_response(result.as_json(), status=202)
 
 

@@ -105,6 +105,8 @@ class LearningSettings:
     lifetime: float = 35 * 86400.0  # a learned address's lifetime, renewed while it is seen
     auto_approve_pools: bool = False  # turn pool suggestions into domain entries unreviewed
     expire_interval: float = 300.0  # seconds between expiry runs
+    reports_per_minute: float = 6000.0  # from one reporter (token); beyond: 429, Retry-After
+    address_reports_per_minute: float = 60.0  # about one client address, from all reporters
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,8 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "lifetime": parse_number(float, 60, 3650 * 86400),
         "auto_approve_pools": parse_bool,
         "expire_interval": parse_number(float, 1, 86400),
+        "reports_per_minute": parse_number(float, 1, 1e7),
+        "address_reports_per_minute": parse_number(float, 1, 1e7),
     },
     "ui": {
         "enabled": parse_bool,

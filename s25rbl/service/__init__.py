@@ -26,12 +26,18 @@ async def _nothing() -> None:
 
 @dataclass(frozen=True)
 class Services:
-    """The services of one store, sharing its clock and its change hook."""
+    """The services of one store, sharing its clock and its change hook.
+
+    ``learner`` is the running node's: it judges reported addresses with the node's verdict
+    engine and keeps the report limits (the composition root builds it). Without one (the
+    CLI, a store-only caller) reports are kept as evidence and nothing is learned from them.
+    """
 
     store: Store
     clock: Clock
     learning_settings: LearningSettings = field(default_factory=LearningSettings)
     changed: Callable[[], Awaitable[None]] = _nothing
+    learner: Learner | None = None
 
     @property
     def lists(self) -> Lists:
@@ -39,7 +45,8 @@ class Services:
 
     @property
     def learning(self) -> Learning:
-        return Learning(self.store, self.clock, self.changed, Learner(self.learning_settings, self.clock))
+        learner = self.learner or Learner(self.learning_settings, self.clock)
+        return Learning(self.store, self.clock, self.changed, learner)
 
     @property
     def tokens(self) -> Tokens:

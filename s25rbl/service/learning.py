@@ -9,7 +9,8 @@ from typing import Any
 
 from s25rbl.clock import Clock
 from s25rbl.errors import DuplicateEntry, EntryNotFound
-from s25rbl.learning.ingest import IngestResult, Learner, approve_suggestion
+from s25rbl.learning.ingest import IngestResult, Learner
+from s25rbl.learning.pools import approve_suggestion
 from s25rbl.lists.values import EntryKind, EntrySource, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository
@@ -44,9 +45,10 @@ class Learning:
         self._learner = learner
 
     async def report(self, bodies: Sequence[Any], *, reporter: str) -> IngestResult:
-        """Take a batch of reports (product §5); what it learned is answered at once."""
+        """Take a batch of reports (product §5); what it learned is answered at once.
+        ReportsLimited: ``reporter`` sent too many lately, nothing was taken."""
         result = await self._learner.ingest(self._store, bodies, reporter)
-        if result.learned:
+        if result.lists_changed:
             await self._changed()
         return result
 
@@ -69,7 +71,8 @@ class Learning:
             return await LearnBlockRepository(session).page(after=after, limit=limit)
 
     async def revoke(self, ip: str, *, actor: str, forbid: bool = False, reason: str = "") -> None:
-        """Remove a learned address; with ``forbid``, never learn it again."""
+        """Remove a learned address and start its count afresh (its reports so far count no
+        more); with ``forbid``, never learn it again."""
         now = self._clock.now()
         async with self._store.transaction() as session:
             entries = EntryRepository(session)
@@ -81,6 +84,7 @@ class Learning:
             if learned and entry is not None:
                 await entries.remove(entry.id, now)
                 await audit.add(now, actor, "learned.revoke", ip, reason)
+            await ReportRepository(session).stop_counting(ip)
             if forbid:
                 await LearnBlockRepository(session).block(ip, reason, actor, now)
                 await audit.add(now, actor, "learned.forbid", ip, reason)

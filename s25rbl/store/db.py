@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -167,6 +168,8 @@ class Store:
         self.engine = create_engine(url, connections, pool_timeout)
         self._pool_timeout = pool_timeout
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._open = 0  # units of work of this process in progress
+        self._quiet: asyncio.Event | None = None
         self._file = sqlite_path(url)
         self._identity = _identity(self._file) if self._file is not None else None
         self._lost = False  # the file is gone or replaced (logged once per episode)
@@ -199,6 +202,7 @@ class Store:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit when the block ends, roll back if it raises."""
         self._check_file()
+        self._open += 1
         try:
             async with self._sessions() as session, session.begin():
                 yield session
@@ -214,8 +218,24 @@ class Store:
                     f"database {_safe(self.url)} unavailable: {_first_line(exc)}"
                 ) from None
             raise
+        finally:
+            self._open -= 1
+            if self._open == 0 and self._quiet is not None:
+                self._quiet.set()
         if self._identity is None:
             self._check_file()
+
+    async def after_others(self, limit: float) -> None:
+        """For a bulk writer between two of its units of work: on SQLite (one writer at a time,
+        and waiting writers poll, so the busiest one wins), wait until no other unit of work
+        of this process is open, at most ``limit`` seconds, so an operator's write goes first."""
+        if self.engine.dialect.name != "sqlite" or self._open == 0:
+            return
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+        self._quiet.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), limit)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -5,7 +5,7 @@ Repositories are the only place with SQL; they never commit: the unit of work do
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -200,6 +200,15 @@ class EntryRepository:
             select(Entry).where(Entry.list == list_, Entry.kind == kind, Entry.value == value)
         )
         return result.scalar_one_or_none()
+
+    async def find_many(self, list_: ListName, kind: EntryKind, values: Collection[str]) -> dict[str, Entry]:
+        """The entries of ``values`` that exist, by value (one query)."""
+        if not values:
+            return {}
+        result = await self.session.execute(
+            select(Entry).where(Entry.list == list_, Entry.kind == kind, Entry.value.in_(list(values)))
+        )
+        return {e.value: e for e in result.scalars()}
 
     async def get(self, entry_id: int) -> Entry:
         entry = await self.session.get(Entry, entry_id)

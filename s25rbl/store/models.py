@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Index,
@@ -159,19 +160,24 @@ class AuditEvent(Base):
 
 
 class Report(Base):
-    """One temporary rejection an MTA saw, as reported; the raw material of learning."""
+    """One temporary rejection an MTA saw, as reported; the raw material of learning.
+
+    What the reporter claims (``reported_at``, ``client_name``, ``helo``) is evidence only;
+    learning goes by what s25rbl saw itself: ``received_at``, the ``code`` it answered for the
+    address then, and its own ``confirmed_name`` (product §5).
+    """
 
     __tablename__ = "reports"
     __table_args__ = (
-        Index("ix_reports_triplet", "client_ip", "sender_norm", "recipient", "reported_at"),
-        Index("ix_reports_pair", "sender_norm", "recipient", "reported_at"),
-        Index("ix_reports_reported_at", "reported_at"),
+        Index("ix_reports_triplet", "client_ip", "sender_norm", "recipient", "received_at"),
+        Index("ix_reports_pool", "sender_norm", "recipient", "pool_domain", "received_at"),
+        Index("ix_reports_received_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
-    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())  # claimed by the reporter
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when s25rbl took it
     reporter: Mapped[str] = mapped_column(String(128))
     client_ip: Mapped[str] = mapped_column(String(64))
     client_name: Mapped[str] = mapped_column(String(255))
@@ -179,6 +185,11 @@ class Report(Base):
     sender: Mapped[str] = mapped_column(String(512))
     sender_norm: Mapped[str] = mapped_column(String(512))
     recipient: Mapped[str] = mapped_column(String(512))
+    # An attempt that counts towards learning: listed (.2, .4) on arrival, not revoked since.
+    counts: Mapped[bool] = mapped_column(Boolean, default=False)
+    code: Mapped[int] = mapped_column(Integer, default=0)  # s25rbl's blocklist code on arrival
+    confirmed_name: Mapped[str] = mapped_column(String(255), default="")
+    pool_domain: Mapped[str] = mapped_column(String(255), default="")  # confirmed_name's registrable domain
 
 
 class LearnBlock(Base):

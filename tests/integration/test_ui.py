@@ -348,7 +348,7 @@ def test_rejecting_a_pool_suggestion_is_audited_and_only_once(lab: Lab) -> None:
     reject = f"/ui/suggestions/{found.group(1)}/reject"
     assert page.post(reject, {"csrf": page.csrf(), "back": "/ui/review/suggestions"}).status == 303
     assert flashes(page, "/ui/review/suggestions?status=rejected") == [
-        "Suggestion to whitelist isp-b.example rejected."
+        "Suggestion to whitelist pool.isp-b.example rejected."
     ]
     page.post(reject, {"csrf": page.csrf(), "back": "/ui/review/suggestions"})
     assert flashes(page, "/ui/review/suggestions") == [f"suggestion {found.group(1)} is already rejected"]
