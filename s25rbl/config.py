@@ -6,9 +6,7 @@ stops with one line and exit status 2 instead of failing later.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,23 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s25rbl.config_values import Endpoint, parse_endpoint, parse_zone
+from s25rbl.config_values import as_bool as _as_bool
+from s25rbl.config_values import choice as _choice
+from s25rbl.config_values import level as _level
+from s25rbl.config_values import listen_list as _listen_list
+from s25rbl.config_values import names as _names
+from s25rbl.config_values import networks as _networks
+from s25rbl.config_values import number as _number
+from s25rbl.config_values import optional_endpoint as _optional_endpoint
+from s25rbl.config_values import upstreams as _upstreams
+from s25rbl.config_values import url as _url
 from s25rbl.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Endpoint", "Settings", "load_settings", "parse_endpoint", "parse_zone"]
 
 ENV_PREFIX = "S25RBL_"
 CONFIG_ENV = "S25RBL_CONFIG"
-
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An address and port to listen on or send to."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +101,28 @@ class LearningSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """``[policy]``: the Postfix policy service (product §7): Rgrey, Starpit and taRgrey."""
+
+    listen: Endpoint | None = Endpoint("127.0.0.1", 10030)  # None: no policy service
+    mode: str = "targrey"  # s25r, rgrey, starpit, targrey
+    tarpit: int = 65  # seconds Postfix waits (SLEEP) at the first RCPT of a listed client
+    delay: float = 300.0  # a greylisted triplet passes when retried this much later ...
+    retry_window: float = 2 * 86400.0  # ... and within this window; unretried triplets expire
+    max_age: float = 35 * 86400.0  # passed triplets expire this long after last seen
+    learn_after: int = 2  # passes (tarpit survived, greylist passed) that make an address learned
+    ipv4_prefix: int = 24  # a triplet's client network
+    ipv6_prefix: int = 64
+    max_tarpits: int = 50  # sessions tarpitted at once per MTA; beyond that, greylist instead
+    dry_run: bool = False  # decide, store, log and count, but answer DUNNO
+    on_tempfail: str = "dunno"  # the client's reverse lookup failed for now: dunno, or defer
+    idle_timeout: float = 600.0  # seconds a connection may sit idle (Postfix closes at 300 s)
+    max_connections: int = 1000  # open connections; more are closed at once (Postfix fails open)
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # the MTAs that may ask: a client can teach
+    cache_size: int = 50_000  # entries of each policy cache per node (at most ~500 bytes each)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """``[log]``: how much the server says."""
 
@@ -119,114 +139,9 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     lists: ListSettings = field(default_factory=ListSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
-
-
-# --- value parsers: each raises ValueError with a message for the user -------------------
-
-
-def parse_endpoint(text: str, default_port: int | None = None) -> Endpoint:
-    """``1.2.3.4:53``, ``[::1]:53``, or a bare address when a default port applies."""
-    text = text.strip()
-    host, port_text = text, None
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ValueError(f"{text!r}: missing ']' after the IPv6 address")
-        host, rest = text[1:close], text[close + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IPv4 or IPv6 address literal") from None
-    if port_text is None:
-        if default_port is None:
-            raise ValueError(f"{text!r}: needs a port, as host:port or [v6]:port")
-        return Endpoint(host, default_port)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
-    return Endpoint(host, int(port_text))
-
-
-def parse_zone(text: str) -> str:
-    name = text.strip().lower().rstrip(".")
-    if not name:
-        raise ValueError("a zone name may not be empty")
-    labels = name.split(".")
-    if len(name) > 200:
-        raise ValueError(f"{text!r}: too long for a zone (keep it under 200 octets)")
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"{text!r}: {label!r} is not a valid DNS label")
-    return name
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (true or false)")
-
-
-def _as_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v for v in (p.strip() for p in value.split(",")) if v]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise ValueError(f"{value!r} is not a list of strings")
-
-
-def _number(kind: type[int] | type[float], low: float, high: float) -> Callable[[Any], Any]:
-    def parse(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"{value!r} is not a number")
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number} is out of range ({low:g} to {high:g})")
-        return number
-
-    return parse
-
-
-def _listen_list(value: Any) -> tuple[Endpoint, ...]:
-    items = tuple(parse_endpoint(v) for v in _as_list(value))
-    if not items:
-        raise ValueError("at least one address:port is needed")
-    return items
-
-
-def _upstreams(value: Any) -> tuple[Endpoint, ...]:
-    return tuple(parse_endpoint(v, default_port=53) for v in _as_list(value))
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    return tuple(parse_zone(v) for v in _as_list(value))
-
-
-def _level(value: Any) -> str:
-    text = str(value).lower()
-    if text not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"{value!r}: use debug, info, warning or error")
-    return text
-
-
-def _url(value: Any) -> str:
-    text = str(value).strip()
-    if text and "://" not in text:
-        raise ValueError(f"{text!r} is not a URL (e.g. sqlite:///var/lib/s25rbl/s25rbl.db)")
-    return text
 
 
 _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -271,6 +186,25 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "auto_approve_pools": _as_bool,
         "expire_interval": _number(float, 1, 86400),
     },
+    "policy": {
+        "listen": _optional_endpoint,
+        "mode": _choice("s25r", "rgrey", "starpit", "targrey"),
+        # Below the 5 minutes RFC 5321 gives a client to wait for the RCPT reply.
+        "tarpit": _number(int, 1, 299),
+        "delay": _number(float, 0, 86400),
+        "retry_window": _number(float, 60, 30 * 86400),
+        "max_age": _number(float, 3600, 3650 * 86400),
+        "learn_after": _number(int, 1, 100),
+        "ipv4_prefix": _number(int, 8, 32),
+        "ipv6_prefix": _number(int, 16, 128),
+        "max_tarpits": _number(int, 0, 100_000),
+        "dry_run": _as_bool,
+        "on_tempfail": _choice("dunno", "defer"),
+        "idle_timeout": _number(float, 1, 86400),
+        "max_connections": _number(int, 1, 100_000),
+        "allow": _networks,
+        "cache_size": _number(int, 1000, 50_000_000),
+    },
     "log": {"level": _level},
 }
 
@@ -281,6 +215,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "api": ApiSettings,
     "lists": ListSettings,
     "learning": LearningSettings,
+    "policy": PolicySettings,
     "log": LogSettings,
 }
 
@@ -377,6 +312,11 @@ def load_settings(
         if not upstreams:
             raise ConfigError("resolver.upstreams", "empty and /etc/resolv.conf names no nameserver")
         sections["resolver"] = _replace(resolver, upstreams=upstreams)
+    policy: PolicySettings = sections["policy"]
+    if policy.delay >= policy.retry_window:
+        raise ConfigError("policy.delay", f"{policy.delay:g} s must be shorter than policy.retry_window")
+    if policy.retry_window > policy.max_age:
+        raise ConfigError("policy.max_age", "must be at least policy.retry_window")
     database: DatabaseSettings = sections["database"]
     if not database.url:
         sections["database"] = DatabaseSettings(url=f"sqlite:///{default_state_dir(env) / 's25rbl.db'}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from s25rbl.api import entries, learning, observe
+from s25rbl.api import entries, learning, observe, policy
 from s25rbl.api.auth import auth_middleware
 from s25rbl.api.context import CONTEXT, ApiContext, context_of
 from s25rbl.api.metrics import metrics_middleware
@@ -37,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
     observe.setup(app)
     entries.setup(app)
     learning.setup(app)
+    policy.setup(app)
 
 
 def create_api(context: ApiContext) -> web.Application:

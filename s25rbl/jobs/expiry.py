@@ -1,5 +1,6 @@
-"""Expiry: reports that can no longer count, learned entries past their lifetime, and entries
-past their expiry are removed on an interval (APScheduler 3.x, in the serve process).
+"""Expiry: reports that can no longer count, learned entries past their lifetime, entries past
+their expiry, and the policy service's old state are removed on an interval (APScheduler 3.x,
+in the serve process).
 
 Each run is plain DELETEs by time in one transaction, so it is idempotent and any number of
 nodes sharing one database may run it at once: a row is deleted by whichever node gets there
@@ -16,11 +17,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from s25rbl.clock import Clock
-from s25rbl.config import LearningSettings
+from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.errors import StoreUnavailable
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.learning import ReportRepository
+from s25rbl.store.policy import PassRepository, TarpitRepository, TripletRepository
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,22 @@ async def expire_once(store: Store, clock: Clock, settings: LearningSettings) ->
     return removed
 
 
+async def expire_policy(store: Store, clock: Clock, settings: PolicySettings) -> dict[str, int]:
+    """One pass over the policy state (product §7): triplets never retried within the retry
+    window and passed ones not seen for ``max_age``, tarpitted sessions older than the retry
+    window (a client that hung up is greylisted that long), passes older than ``max_age``."""
+    now = clock.now()
+    window, max_age = timedelta(seconds=settings.retry_window), timedelta(seconds=settings.max_age)
+    async with store.transaction() as session:
+        triplets = await TripletRepository(session).delete_expired(now - window, now - max_age)
+        tarpits = await TarpitRepository(session).delete_older_than(now - window)
+        passes = await PassRepository(session).delete_older_than(now - max_age)
+    removed = {"triplets": triplets, "tarpits": tarpits, "passes": passes}
+    if any(removed.values()):
+        log.info("expiry removed %d triplets, %d tarpit records, %d policy passes", triplets, tarpits, passes)
+    return removed
+
+
 class ExpiryScheduler:
     """Runs ``expire_once`` every ``learning.expire_interval`` seconds on the event loop."""
 
@@ -50,14 +68,18 @@ class ExpiryScheduler:
         clock: Clock,
         settings: LearningSettings,
         on_removed: Callable[[dict[str, int]], None] | None = None,
+        policy: PolicySettings | None = None,
     ) -> None:
         self._store, self._clock, self._settings = store, clock, settings
         self._on_removed = on_removed
+        self._policy = policy
         self._scheduler = AsyncIOScheduler()
 
     async def run(self) -> None:
         try:
             removed = await expire_once(self._store, self._clock, self._settings)
+            if self._policy is not None:
+                removed |= await expire_policy(self._store, self._clock, self._policy)
         except StoreUnavailable as exc:
             log.warning("expiry skipped, store unavailable: %s", exc)
             return

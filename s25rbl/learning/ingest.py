@@ -169,11 +169,13 @@ class Learner:
         if domain is not None:
             result.suggested.append(domain)
 
-    async def _learn(self, session: AsyncSession, report: Report, retries: int, now: datetime) -> bool:
+    async def _learn(
+        self, session: AsyncSession, report: Report, retries: int, now: datetime, what: str = "retries"
+    ) -> bool:
         if await LearnBlockRepository(session).blocked(report.client_ip):
             log.info("not learning %s: the operator forbade it", report.client_ip)
             return False
-        reason = f"learned: {retries} retries from <{report.sender}> to <{report.recipient}>"[:255]
+        reason = f"learned: {retries} {what} from <{report.sender}> to <{report.recipient}>"[:255]
         spec = EntrySpec(ListName.WHITE, EntryKind.IP, report.client_ip, reason)
         try:
             await EntryRepository(session).add(
@@ -184,6 +186,28 @@ class Learner:
         await AuditRepository(session).add(now, "learning", "learned", report.client_ip, reason)
         log.info("learned %s (%s): %s", report.client_ip, report.client_name, reason)
         return True
+
+    # --- passes seen by the policy service (product §7) --------------------------------------
+    # The policy service counts its own passes (tarpits survived, greylisted triplets retried);
+    # an address it learns goes through the same write as one learned from retries.
+
+    async def learn_from_policy(
+        self,
+        session: AsyncSession,
+        *,
+        ip: str,
+        name: str,
+        sender: str,
+        recipient: str,
+        passes: int,
+        now: datetime,
+    ) -> bool:
+        """Learn ``ip`` after ``passes`` passes, inside the caller's unit of work; False if it is
+        forbidden or learned already."""
+        seen = Report(client_ip=ip, client_name=name, sender=sender, recipient=recipient)  # never stored
+        return await self._learn(session, seen, passes, now, what="policy passes")
+
+    # -----------------------------------------------------------------------------------------
 
     async def _pool(
         self, session: AsyncSession, report: Report, since: datetime, now: datetime

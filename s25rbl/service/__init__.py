@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from s25rbl.clock import Clock
-from s25rbl.config import LearningSettings
+from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.learning.ingest import Learner
 from s25rbl.service.entries import Lists
 from s25rbl.service.learning import Learning
+from s25rbl.service.policy import PolicyStore
 from s25rbl.service.tokens import Audit, Tokens
 from s25rbl.store.db import Store
 
@@ -31,6 +32,7 @@ class Services:
     clock: Clock
     learning_settings: LearningSettings = field(default_factory=LearningSettings)
     changed: Callable[[], Awaitable[None]] = _nothing
+    policy_settings: PolicySettings = field(default_factory=PolicySettings)
 
     @property
     def lists(self) -> Lists:
@@ -39,6 +41,20 @@ class Services:
     @property
     def learning(self) -> Learning:
         return Learning(self.store, self.clock, self.changed, Learner(self.learning_settings, self.clock))
+
+    @property
+    def policy(self) -> PolicyStore:
+        """The policy service's state: the listener's reads and writes, the operator's views."""
+        settings = self.policy_settings
+        learner = Learner(self.learning_settings, self.clock)
+        return PolicyStore(
+            self.store,
+            self.clock,
+            learner,
+            learn_after=settings.learn_after,
+            retry_window=settings.retry_window,
+            changed=self.changed,
+        )
 
     @property
     def tokens(self) -> Tokens:

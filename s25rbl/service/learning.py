@@ -4,7 +4,7 @@ reviewed, revoked, forbidden, approved or rejected."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from s25rbl.clock import Clock
@@ -14,7 +14,8 @@ from s25rbl.lists.values import EntryKind, EntrySource, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository
 from s25rbl.store.learning import LearnBlockRepository, ReportRepository, SuggestionRepository
-from s25rbl.store.models import Entry, LearnBlock, Report, Suggestion
+from s25rbl.store.models import Entry, LearnBlock, PolicyPass, Report, Suggestion
+from s25rbl.store.policy import PassRepository
 from s25rbl.store.tokens import AuditRepository
 
 SUGGESTION_STATUSES = ("open", "approved", "rejected")
@@ -22,11 +23,13 @@ SUGGESTION_STATUSES = ("open", "approved", "rejected")
 
 @dataclass(frozen=True, slots=True)
 class LearnedPage:
-    """Learned addresses with the reports behind each, and the addresses forbidden to learn."""
+    """Learned addresses with the reports (and the policy service's passes) behind each, and the
+    addresses forbidden to learn."""
 
     entries: Sequence[Entry]
     evidence: dict[int, Sequence[Report]]
     forbidden: Sequence[LearnBlock]
+    passes: dict[int, Sequence[PolicyPass]] = field(default_factory=dict)
 
 
 class Learning:
@@ -58,7 +61,8 @@ class Learning:
             reports = ReportRepository(session)
             evidence = {e.id: await reports.for_ip(e.value) for e in rows}
             blocks = await LearnBlockRepository(session).all()
-        return LearnedPage(rows, evidence, blocks)
+            passes = {e.id: await PassRepository(session).for_ip(e.value) for e in rows}
+        return LearnedPage(rows, evidence, blocks, passes)
 
     async def revoke(self, ip: str, *, actor: str, forbid: bool = False, reason: str = "") -> None:
         """Remove a learned address; with ``forbid``, never learn it again."""

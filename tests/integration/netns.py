@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.integration.server import RunningServer, attach, store_url
+from tests.integration.server import RunningServer, attach, policy_section, store_url
 from tests.support.fakedns import FakeAuthority
 
 __all__ = [
@@ -389,12 +389,15 @@ def write_s25rbl_config(
     ttl: int = 300,
     negative_ttl: int = 1,
     extra: str = "",
+    policy: str = "",
 ) -> Path:
     """A complete s25rbl TOML for the lab (zones ``*.s25rbl.test``, API on 127.0.0.1:0); ``db`` is
     a SQLite file path or a database URL, as for ``server.write_config``.
 
     ``negative_ttl`` is short by default so that unbound in front forgets "not listed" answers
-    quickly: a whitelisting then shows within about a second instead of minutes.
+    quickly: a whitelisting then shows within about a second instead of minutes. ``policy``
+    is the body of the ``[policy]`` section (the policy service listens on a free port of
+    127.0.0.1 unless it says where).
     """
     listen_list = ", ".join(f'"{item}"' for item in listen)
     path.write_text(
@@ -426,6 +429,8 @@ refresh_interval = 0.2
 
 [log]
 level = "info"
+
+{policy_section(policy)}
 {extra}
 """
     )
@@ -966,6 +971,7 @@ def mail_lab(
     *,
     upstream_zones: Sequence[str] = DEFAULT_UPSTREAM_ZONES,
     s25rbl_extra: str = "",
+    s25rbl_policy: str = "",
     postfix_overrides: Mapping[str, str] | None = None,
     database_url: str | None = None,
     start_postfix: bool = True,
@@ -1014,6 +1020,7 @@ def mail_lab(
             upstream=(UPSTREAM_IP, upstream.port),
             db=database_url or directory / "s25rbl.db",
             extra=s25rbl_extra,
+            policy=s25rbl_policy,
         )
         s25rbl = start_s25rbl(mx, config)
         stack.callback(s25rbl.stop)
