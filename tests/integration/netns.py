@@ -897,8 +897,10 @@ class MailLab:
     s25rbl: RunningServer
     unbound: Unbound
     postfix: Postfix
+    store: str = ""  # s25rbl's database URL
     _clients: set[str] = field(default_factory=set)
     _extra: list[Postfix] = field(default_factory=list)
+    _nodes: list[RunningServer] = field(default_factory=list)
 
     def add_client(self, ip: str, name: str | None = None, *, confirmed: bool = True) -> str:
         """Give the "internet" namespace the address ``ip`` and (optionally) its DNS.
@@ -953,6 +955,22 @@ class MailLab:
         instance.start()
         return instance
 
+    def add_s25rbl(self, name: str, *, policy: str = "", extra: str = "") -> RunningServer:
+        """Another s25rbl node in the MX namespace on the lab's store (another node of the
+        organisation), DNS and API on free ports, its policy service as ``policy`` says (a free
+        port unless it says where: ``.policy``). Stopped with the lab."""
+        config = write_s25rbl_config(
+            self.directory / f"{name}.toml",
+            listen=["127.0.0.1:0"],
+            upstream=(UPSTREAM_IP, self.upstream.port),
+            db=self.store,
+            extra=extra,
+            policy=policy,
+        )
+        node = start_s25rbl(self.mx, config)
+        self._nodes.append(node)
+        return node
+
     @property
     def extra_instances(self) -> list[Postfix]:
         """The Postfix instances started with ``extra_postfix``, oldest first."""
@@ -981,7 +999,9 @@ def mail_lab(
     s25rbl's store is a SQLite file in the lab's directory unless ``database_url`` names
     another (a PostgreSQL reached over its Unix socket: the namespace has its own loopback).
     ``start_postfix=False`` leaves Postfix out (``lab.postfix`` is then never started), for
-    tests of another MTA in the same lab (``tests/integration/exim.py``).
+    tests of another MTA in the same lab (``tests/integration/exim.py``). ``s25rbl_policy`` is
+    the body of s25rbl's ``[policy]`` section (its policy service listens on a free port of the
+    MX namespace's 127.0.0.1 unless it says where: ``lab.s25rbl.policy``).
 
     Raises ``LabUnavailable`` (before creating anything) when the machine cannot run it.
     """
@@ -1037,11 +1057,14 @@ def mail_lab(
             raise AssertionError(f"unbound -> s25rbl does not answer the test entry:\n{reply}")
 
         postfix = Postfix(mx, directory / "postfix", overrides=postfix_overrides)
-        lab = MailLab(tag, directory, mx, net, upstream, s25rbl, unbound, postfix)
+        store = database_url or store_url(directory / "s25rbl.db")
+        lab = MailLab(tag, directory, mx, net, upstream, s25rbl, unbound, postfix, store)
 
         def stop_extra() -> None:
             for instance in reversed(lab._extra):
                 instance.stop()
+            for node in reversed(lab._nodes):
+                node.stop()
 
         stack.callback(stop_extra)
         stack.callback(postfix.stop)
