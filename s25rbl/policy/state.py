@@ -3,8 +3,8 @@
 Memory (each bounded in entries of bounded size, so in bytes): the sessions this node
 tarpitted, triplets and clients' last tarpits it read or wrote, and the tarpits each MTA is
 sitting through. What every node must agree on lives in the store: a miss reads it there
-(concurrent misses for one key share the read), and a read that fails or takes longer than
-``READ_TIMEOUT`` fails open. Writes are queued and committed in batches a moment later (a
+(the misses of many requests in one query, ``reads``), and a read that fails or takes longer
+than ``READ_TIMEOUT`` fails open. Writes are queued and committed in batches a moment later (a
 client retries minutes after, on whichever MX), so no answer waits for a commit; while the
 store is away they wait in a bounded queue.
 
@@ -19,12 +19,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from s25rbl.clock import Clock
 from s25rbl.errors import StoreUnavailable
 from s25rbl.policy.decide import ClientTarpit, Session, TripletState, grace
+from s25rbl.policy.reads import BatchReader
 from s25rbl.service.policy import Applied, PolicyStore, Write
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ class PolicyState:
         self.clients: Lru[str, tuple[ClientTarpit | _Absent, float]] = Lru(cache_size)  # (record, until)
         self._slots: dict[str, collections.deque[float]] = {}  # per MTA: when its tarpits end
         self._pending: Lru[str, float] = Lru(cache_size)  # tarpits started here: session -> end
-        self._reads: dict[str, asyncio.Future[Any]] = {}
+        self._client_reads = BatchReader(store.read_clients, READ_TIMEOUT)
+        self._triplet_reads = BatchReader(store.read_triplets, READ_TIMEOUT)
         self._down_until = 0.0
         self._writes: collections.deque[Write] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -148,7 +150,7 @@ class PolicyState:
     # --- reads from the store ----------------------------------------------------------------
 
     async def load_client(self, ip: str) -> ClientTarpit | _Absent:
-        record = await self._read(f"c{ip}", lambda: self.store.client_tarpit(ip))
+        record = await self._read(self._client_reads, ip)
         found: ClientTarpit | _Absent = ABSENT if record is None else record
         # No record: see the module docstring. A record may still change (DATA of its session
         # may come to another node): read it again now and then.
@@ -157,31 +159,22 @@ class PolicyState:
         return found
 
     async def load_triplet(self, key: str) -> TripletState | _Absent:
-        state = await self._read(f"t{key}", lambda: self.store.triplet(key))
+        state = await self._read(self._triplet_reads, key)
         found: TripletState | _Absent = ABSENT if state is None else state
         self.triplets.put(key, (found, self.clock.monotonic()))
         return found
 
-    async def _read(self, key: str, read: Callable[[], Awaitable[T]]) -> T:
-        """One read shared by concurrent callers; StoreUnavailable when it fails or is slow."""
+    async def _read(self, reader: BatchReader[T], key: str) -> T | None:
+        """The row of ``key`` (read with others); StoreUnavailable while the store fails."""
         if self.clock.monotonic() < self._down_until:
             raise StoreUnavailable("the store failed a moment ago; failing open meanwhile")
-        shared = self._reads.get(key)
-        if shared is None:
-            shared = asyncio.ensure_future(self._timed(read))
-            self._reads[key] = shared
-            shared.add_done_callback(lambda _done: self._reads.pop(key, None))
-        result: T = await asyncio.shield(shared)
-        return result
-
-    async def _timed(self, read: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await asyncio.wait_for(read(), READ_TIMEOUT)
-        except (TimeoutError, StoreUnavailable) as exc:
+            return await reader.get(key)
+        except StoreUnavailable as exc:
             if self.clock.monotonic() >= self._down_until:
-                log.warning("policy state unreadable, failing open for %g s: %s", DOWN_FOR, exc or "timeout")
+                log.warning("policy state unreadable, failing open for %g s: %s", DOWN_FOR, exc)
             self._down_until = self.clock.monotonic() + DOWN_FOR
-            raise StoreUnavailable(str(exc) or "the store did not answer in time") from None
+            raise
 
     # --- what decisions change ---------------------------------------------------------------
 

@@ -122,21 +122,31 @@ class PolicyStore:
 
     # --- the listener's reads ----------------------------------------------------------------
 
-    async def client_tarpit(self, ip: str) -> ClientTarpit | None:
+    async def read_clients(self, ips: list[str]) -> dict[str, ClientTarpit]:
+        """The latest tarpitted session of each of these clients that has one."""
         async with self._store.transaction() as session:
-            row = await TarpitRepository(session).latest(ip)
-        if row is None:
-            return None
-        started = row.started_at.timestamp()
-        return ClientTarpit(row.instance, started, row.survived_at is not None, row.delivered_at is not None)
+            rows = await TarpitRepository(session).latest(ips)
+        return {
+            ip: ClientTarpit(
+                r.instance, r.started_at.timestamp(), r.survived_at is not None, r.delivered_at is not None
+            )
+            for ip, r in rows.items()
+        }
+
+    async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
+        """The state of each of these triplets that exists."""
+        async with self._store.transaction() as session:
+            found = await TripletRepository(session).states(keys)
+        return {
+            key: TripletState(first.timestamp(), None if passed is None else passed.timestamp())
+            for key, (first, passed) in found.items()
+        }
+
+    async def client_tarpit(self, ip: str) -> ClientTarpit | None:
+        return (await self.read_clients([ip])).get(ip)
 
     async def triplet(self, key: str) -> TripletState | None:
-        async with self._store.transaction() as session:
-            found = await TripletRepository(session).state(key)
-        if found is None:
-            return None
-        first, passed = found
-        return TripletState(first.timestamp(), None if passed is None else passed.timestamp())
+        return (await self.read_triplets([key])).get(key)
 
     async def unused_passes(self, ip: str, now: float) -> int:
         """The passes of ``ip`` within the learning window that no learning has used yet."""

@@ -47,13 +47,14 @@ class TripletRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def state(self, key: str) -> tuple[datetime, datetime | None] | None:
-        """(first attempt, pass) of the triplet, or None."""
+    async def states(self, keys: Sequence[str]) -> dict[str, tuple[datetime, datetime | None]]:
+        """(first attempt, pass) of each of the triplets that exist, by key."""
         result = await self.session.execute(
-            select(GreylistTriplet.first_seen, GreylistTriplet.passed_at).where(GreylistTriplet.key == key)
+            select(GreylistTriplet.key, GreylistTriplet.first_seen, GreylistTriplet.passed_at).where(
+                GreylistTriplet.key.in_(keys)
+            )
         )
-        row = result.first()
-        return None if row is None else (row[0], row[1])
+        return {row[0]: (row[1], row[2]) for row in result.all()}
 
     async def create(self, rows: Sequence[Row]) -> None:
         """Insert the triplets not present yet; one that is present keeps its first attempt."""
@@ -139,14 +140,21 @@ class TarpitRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def latest(self, client_ip: str) -> TarpitRecord | None:
-        result = await self.session.execute(
-            select(TarpitRecord)
-            .where(TarpitRecord.client_ip == client_ip)
-            .order_by(TarpitRecord.started_at.desc())
-            .limit(1)
+    async def latest(self, client_ips: Sequence[str]) -> dict[str, TarpitRecord]:
+        """The latest tarpitted session of each of the clients that have one."""
+        last = (
+            select(TarpitRecord.client_ip, func.max(TarpitRecord.started_at).label("started_at"))
+            .where(TarpitRecord.client_ip.in_(client_ips))
+            .group_by(TarpitRecord.client_ip)
+            .subquery()
         )
-        return result.scalar_one_or_none()
+        result = await self.session.execute(
+            select(TarpitRecord).join(
+                last,
+                (TarpitRecord.client_ip == last.c.client_ip) & (TarpitRecord.started_at == last.c.started_at),
+            )
+        )
+        return {row.client_ip: row for row in result.scalars().all()}
 
     async def start(self, rows: Sequence[Row]) -> None:
         """Record tarpitted sessions; a session recorded already stays as it is."""

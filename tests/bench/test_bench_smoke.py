@@ -2,8 +2,8 @@
 
 The scripts start together in one fixture (they spend most of their time waiting on
 processes they start), and each test checks that its script ended well and printed its
-report lines. They need dnsperf, rbldnsd and unbound (Debian packages); without them the
-tests skip, except under CI (S25RBL_CI set), where a missing tool fails.
+report lines. They need dnsperf, rbldnsd, unbound and postgrey (Debian packages); without them
+the tests skip, except under CI (S25RBL_CI set), where a missing tool fails.
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ SCRIPTS: dict[str, list[str]] = {
     "memory": ["--quick", "--answers", "5000", "--entries", "200"],
     "scaling": ["--quick"],
     "workers": ["--quick", "--addresses", "500"],
+    "policy": ["--quick"],
 }
 TOOLS = {
     "fresh_verdicts": ("dnsperf", "unbound"),
     "cached": ("dnsperf", "unbound", "rbldnsd"),
     "fixed_rate": ("dnsperf", "unbound", "rbldnsd"),
     "workers": ("dnsperf", "unbound"),
+    "policy": ("unbound", "postgrey"),
 }
 
 
@@ -91,7 +93,7 @@ def runs() -> Iterator[dict[str, Run]]:
 def result(runs: dict[str, Run], name: str) -> Run:
     absent = missing(name)
     if absent:
-        message = f"{', '.join(absent)} not installed (Debian packages dnsperf, rbldnsd, unbound)"
+        message = f"{', '.join(absent)} not installed (Debian packages dnsperf, rbldnsd, unbound, postgrey)"
         if os.environ.get("S25RBL_CI"):
             pytest.fail(f"{message} (S25RBL_CI is set: CI must not skip)")
         pytest.skip(message)
@@ -135,3 +137,10 @@ def test_scaling(runs: dict[str, Run]) -> None:
 def test_workers(runs: dict[str, Run]) -> None:
     out = result(runs, "workers").output
     assert "best run per layout:" in out and "2 workers, cpu 0 + cpu 1" in out
+
+
+def test_policy(runs: dict[str, Run]) -> None:
+    out = result(runs, "policy").output
+    assert "s25rbl   max rate:" in out and "postgrey max rate:" in out
+    assert "ratio s25rbl/postgrey:" in out and "s25rbl   at 2,000/s:" in out
+    assert "stored triplets" in out and "10,000 max rate:" in out
