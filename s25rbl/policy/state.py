@@ -37,7 +37,7 @@ T = TypeVar("T")
 READ_TIMEOUT = 2.0  # seconds: well inside Postfix's policy timeout (the shipped 10 s)
 DOWN_FOR = 5.0  # after a failed read, fail open at once for this long
 FLUSH_DELAY = 0.02  # seconds writes gather before a batch is committed
-MAX_QUEUED = 100_000  # writes waiting for the store; the oldest are dropped beyond
+MAX_QUEUED = 20_000  # writes waiting for the store (under 2 KiB each); the oldest go beyond
 TOUCH_EVERY = 3600.0  # a passed triplet seen again is written back at most this often
 
 
