@@ -1,12 +1,12 @@
 """The REST API as one aiohttp application: middlewares, routes, and the open endpoints
-(``/healthz``, ``/readyz``, ``/metrics``)."""
+(``/``, ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/openapi.yaml``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from s25rbl.api import entries, learning, observe, policy
+from s25rbl.api import entries, index, learning, observe, policy
 from s25rbl.api.auth import auth_middleware
 from s25rbl.api.context import CONTEXT, ApiContext, context_of
 from s25rbl.api.metrics import metrics_middleware
@@ -31,6 +31,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     """Every route of the API (``openapi.yaml`` describes exactly these)."""
+    app.router.add_get("/", index.index)  # the operator's page will answer here instead
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -1,5 +1,6 @@
-"""Bearer tokens and scopes. Every /v1 route names the scope it needs; /healthz and /readyz
-are open, /metrics is open unless ``api.metrics_public = false``.
+"""Bearer tokens and scopes. Every /v1 route names the scope it needs; ``/`` (an index),
+/healthz, /readyz and the API's description are open, /metrics is open unless
+``api.metrics_public = false``.
 
 Authenticated tokens are remembered for a short while so that a busy reporter does not cost a
 database read per request; a revocation made through this node's API applies at once, one
@@ -18,7 +19,7 @@ from s25rbl.api.problems import Problem
 from s25rbl.service.tokens import Principal, Tokens
 
 CACHE_SECONDS = 30.0
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/v1/openapi.yaml"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -67,6 +67,7 @@ __all__ = [
     "BL_ZONE",
     "CLIENT_SUBNET",
     "DEPLOY_POSTFIX",
+    "DEPLOY_POSTSCREEN",
     "HL_ZONE",
     "MX_IP",
     "PREFIX",
@@ -81,6 +82,7 @@ __all__ = [
     "check_netns_support",
     "cleanup_stale",
     "deploy_postfix_files",
+    "deploy_postscreen_snippet",
     "dns_query",
     "mail_lab",
     "require_program",
@@ -641,6 +643,33 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+# postscreen in front of smtpd, as Postfix's own master.cf has it commented out: postscreen
+# takes the port, hands clients that pass to smtpd, and looks DNSBLs up through dnsblog.
+_POSTSCREEN_SERVICES = """{listen} inet n       -       n       -       1       postscreen
+smtpd     pass  -       -       n       -       -       smtpd
+dnsblog   unix  -       -       n       -       0       dnsblog
+tlsproxy  unix  -       -       n       -       0       tlsproxy
+"""
+DEPLOY_POSTSCREEN = DEPLOY_POSTFIX / "postscreen.cf.snippet"
+
+
+def _master_cf(listen: str, postscreen: bool) -> str:
+    if not postscreen:
+        return _MASTER_CF.format(listen=listen)
+    lines = _MASTER_CF.format(listen=listen).splitlines(keepends=True)
+    smtpd = next(i for i, line in enumerate(lines) if line.startswith(listen))
+    lines[smtpd] = _POSTSCREEN_SERVICES.format(listen=listen)
+    return "".join(lines)
+
+
+def deploy_postscreen_snippet() -> str:
+    """``deploy/postfix/postscreen.cf.snippet`` with the lab's zones (loudly, as for main.cf)."""
+    text = DEPLOY_POSTSCREEN.read_text()
+    for shipped, ours in SHIPPED_ZONES.items():
+        if shipped not in text and ours != HL_ZONE:
+            raise AssertionError(f"deploy/postfix/postscreen.cf.snippet no longer mentions {shipped}")
+        text = text.replace(shipped, ours)
+    return text
 
 
 class Postfix:
@@ -650,6 +679,8 @@ class Postfix:
     (zones substituted), then ``overrides`` applied with ``postconf -e`` (e.g. another
     ``smtpd_recipient_restrictions``). Local mail is accepted for ``@example.test`` (any local
     part) and delivered to ``discard:``, which logs ``status=sent``; nothing is ever relayed.
+    ``postscreen=True`` puts postscreen on the port in front of smtpd and adds the shipped
+    ``deploy/postfix/postscreen.cf.snippet`` to ``main.cf`` (before the overrides).
     """
 
     def __init__(
@@ -658,11 +689,13 @@ class Postfix:
         directory: Path,
         listen: tuple[str, int] = (MX_IP, 25),
         overrides: Mapping[str, str] | None = None,
+        postscreen: bool = False,
     ) -> None:
         self.ns = ns
         self.directory = directory
         self.listen = listen
         self.overrides = dict(overrides or {})
+        self.postscreen = postscreen
         self.config_dir = directory / "etc"
         self.queue_dir = directory / "queue"
         self.data_dir = directory / "data"
@@ -704,7 +737,11 @@ max_use = 1
 # Say which permit decided, too (e.g. permit_dnswl_client).
 smtpd_log_access_permit_actions = static:all
 """
-        return base + "\n# ---- deploy/postfix/main.cf.snippet (zones substituted) ----\n" + snippet
+        text = base + "\n# ---- deploy/postfix/main.cf.snippet (zones substituted) ----\n" + snippet
+        if self.postscreen:
+            text += "\n# ---- deploy/postfix/postscreen.cf.snippet (zones substituted) ----\n"
+            text += deploy_postscreen_snippet()
+        return text
 
     def postconf(self, *args: str) -> str:
         return _run([require_program("postconf"), "-c", str(self.config_dir), *args]).stdout
@@ -721,7 +758,7 @@ smtpd_log_access_permit_actions = static:all
         self.rbl_reply.write_text(reply)
         (self.config_dir / "main.cf").write_text(self.main_cf())
         listen = f"{self.listen[0]}:{self.listen[1]}"
-        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(listen=listen))
+        (self.config_dir / "master.cf").write_text(_master_cf(listen, self.postscreen))
         for name, value in self.overrides.items():
             self.postconf("-e", f"{name}={value}")
         postfix = require_program("postfix")
@@ -944,13 +981,17 @@ class MailLab:
         """The s25rbl CLI on the lab's store (``entries add white ip ...``)."""
         return self.s25rbl.cli(*args, timeout=timeout)
 
-    def extra_postfix(self, name: str, port: int, overrides: Mapping[str, str]) -> Postfix:
+    def extra_postfix(
+        self, name: str, port: int, overrides: Mapping[str, str], *, postscreen: bool = False
+    ) -> Postfix:
         """Another Postfix instance in the MX namespace on ``MX_IP:port`` with ``overrides``.
 
         Stopped with the lab. Lets a test try a variant of the shipped configuration without
         touching the main instance the other tests use.
         """
-        instance = Postfix(self.mx, self.directory / name, listen=(MX_IP, port), overrides=overrides)
+        instance = Postfix(
+            self.mx, self.directory / name, listen=(MX_IP, port), overrides=overrides, postscreen=postscreen
+        )
         self._extra.append(instance)
         instance.start()
         return instance

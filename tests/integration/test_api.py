@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -274,9 +275,27 @@ def test_stats_metrics_and_audit(server: RunningServer, api: Api, admin: Api) ->
     assert any(e["action"] == "token.create" for e in events)
 
 
-def test_openapi_document_is_served(api: Api) -> None:
-    reply = api.get("/v1/openapi.yaml")
+def test_openapi_document_is_served_without_a_token(api: Api) -> None:
+    reply = api.get("/v1/openapi.yaml", token=None)
     assert reply.status == 200 and reply.body.startswith(b"openapi: 3.1")
+    assert reply.content_type == "application/yaml"
+
+
+def test_index_page_links_the_open_routes_without_a_token(api: Api) -> None:
+    # The URL the serve banner prints: a page, not a 404, and nothing that needs a token.
+    api.post("/v1/entries", {"list": "white", "kind": "domain", "value": "partner.example"})
+    reply = api.get("/", token=None)
+    assert reply.status == 200 and reply.content_type == "text/html"
+    assert "default-src 'none'" in reply.headers["content-security-policy"]
+    page = reply.body.decode()
+    links = set(re.findall(r'href="([^"]+)"', page))
+    assert links == {"/v1/openapi.yaml", "/healthz", "/readyz", "/metrics"}
+    for link in links:
+        assert api.get(link, token=None).status == 200, link
+    assert "/ui/" in page  # where the operator's page will be
+    # Nothing about the lists or the configuration.
+    for secret in ("partner.example", "hotmail", "s25rbl.test", "sqlite", "0.1.0"):
+        assert secret not in page, secret
 
 
 def test_concurrent_writes_from_many_clients_lose_nothing(api: Api) -> None:

@@ -90,3 +90,44 @@ def test_systemd_units_run_the_commands_the_cli_has() -> None:
         words = exec_start.group(1).split()
         command = next(w for w in words[1:] if not w.startswith("-") and not w.startswith("/etc"))
         assert command in commands, f"{unit.name} runs `{command}`, which the CLI does not have"
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_server_samples_describe_one_layout() -> None:
+    """deploy/s25rbl.toml, the unbound snippet and the unit agree: unbound on 53 in front."""
+    settings = load_settings(DEPLOY / "s25rbl.toml", environ={})
+    unbound = (DEPLOY / "unbound" / "s25rbl.conf").read_text()
+    stubs = dict(re.findall(r'name: "([^"]+)"\s+stub-addr: (\S+)', unbound))
+    # unbound sends exactly s25rbl's three zones to where s25rbl listens ...
+    assert set(stubs) == {settings.dns.zone, settings.dns.whitelist_zone, settings.dns.hostname_zone}
+    assert {f"{e.host}@{e.port}" for e in settings.dns.listen} == set(stubs.values())
+    # ... s25rbl asks that unbound (port 53 on the same host) for its own lookups ...
+    assert [(e.host, e.port) for e in settings.resolver.upstreams] == [("127.0.0.1", 53)]
+    assert all(e.port != 53 for e in settings.dns.listen)
+    # ... so it needs no privilege, and keeps its store where the unit's StateDirectory is.
+    unit = _unit("s25rbl.service")
+    assert all(e.port >= 1024 for e in settings.dns.listen) and settings.api.listen.port >= 1024
+    assert unit["AmbientCapabilities"] == [""] and unit["CapabilityBoundingSet"] == [""]
+    assert unit["User"] == ["s25rbl"]
+    assert settings.database.url == f"sqlite:////var/lib/{unit['StateDirectory'][0]}/s25rbl.db"
+
+
+def test_the_units_run_what_the_readme_installs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "ln -s /opt/s25rbl/bin/s25rbl /usr/local/bin/s25rbl" in readme
+    assert "install -D -m 0644 README.md /usr/share/doc/s25rbl/README.md" in readme
+    for name in ("s25rbl.service", "s25rbl-report-maillog.service"):
+        unit = _unit(name)
+        assert unit["ExecStart"][0].startswith("/usr/local/bin/s25rbl "), name
+        assert unit["Documentation"] == ["file:///usr/share/doc/s25rbl/README.md"], name
+    assert _unit("s25rbl.service")["ExecStart"] == [
+        "/usr/local/bin/s25rbl --config /etc/s25rbl/s25rbl.toml serve"
+    ]

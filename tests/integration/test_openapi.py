@@ -11,6 +11,7 @@ import yaml
 from aiohttp import web
 
 from s25rbl.api.app import setup_routes
+from s25rbl.api.auth import OPEN_PATHS
 from s25rbl.api.observe import spec_path
 
 SPEC = Path(__file__).resolve().parents[2] / "openapi.yaml"
@@ -111,7 +112,8 @@ def test_every_operation_is_named_summarised_and_secured(spec: dict[str, Any]) -
 
 def test_only_the_open_routes_are_open(spec: dict[str, Any]) -> None:
     open_ = {path for (method, path), op in spec_operations(spec).items() if op.get("security") == []}
-    assert open_ == {"/healthz", "/readyz"}
+    assert open_ == {"/", "/healthz", "/readyz", "/v1/openapi.yaml"}
+    assert open_ == OPEN_PATHS  # what the auth middleware lets through without a token
     metrics = spec["paths"]["/metrics"]["get"]["security"]
     assert {} in metrics and {"bearerAuth": []} in metrics  # open unless api.metrics_public = false
 

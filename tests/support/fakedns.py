@@ -60,9 +60,10 @@ class FakeAuthority:
     All data methods are thread-safe and may be called before or after ``start()``.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self.port = 0
+        self.port = port
+        self._wanted_port = port  # 0: a free port, chosen at each start()
         self._lock = threading.Lock()
         # name -> qtype number -> (rdata, ttl) in insertion order.
         self._records: dict[str, dict[int, list[tuple[object, int]]]] = {}
@@ -133,7 +134,7 @@ class FakeAuthority:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> tuple[str, int]:
-        """Bind UDP and TCP on one ephemeral port, start serving, return (host, port)."""
+        """Bind UDP and TCP on one port (ephemeral unless given), start serving, return (host, port)."""
         if self._thread is not None:
             raise RuntimeError("already started")
         udp, tcp = self._bind_pair()
@@ -177,10 +178,11 @@ class FakeAuthority:
 
     def _bind_pair(self) -> tuple[socket.socket, socket.socket]:
         # The kernel picks a free UDP port; the same TCP port may be taken, so try again.
+        # A port given by the caller (53, to stand in for resolv.conf's resolver) is tried once.
         last: OSError | None = None
-        for _ in range(50):
+        for _ in range(1 if self._wanted_port else 50):
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind((self.host, 0))
+            udp.bind((self.host, self._wanted_port))
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 tcp.bind((self.host, udp.getsockname()[1]))
