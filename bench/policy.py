@@ -514,7 +514,7 @@ def main() -> int:
     duration = args.duration or (1.5 if args.quick else 10.0)
     per_kind = 100 if args.quick else 2000
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000,1000000")).split(",")]
-    sessions = 2000 if args.quick else 60_000
+    sessions = 2000 if args.quick else 50_000
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -9,6 +9,7 @@ did not earn.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -45,10 +46,9 @@ FAIL_OPEN = Decision(DUNNO, Outcome.FAIL_OPEN, "the policy state is unavailable:
 
 
 class _Need(NamedTuple):
-    """The decision needs this read from the store first."""
+    """The decision needs these reads from the store first: (client or triplet, key) each."""
 
-    what: str  # client, triplet
-    key: str
+    reads: tuple[tuple[str, str], ...]
 
 
 class _Plan(NamedTuple):
@@ -110,18 +110,21 @@ class PolicyHandler:
         if verdict is None:
             verdict = await self.engine.decide_after_lists(request.client)
         loaded: dict[str, object] = {}
-        for _ in range(3):  # at most two reads: the client's last tarpit, then the triplet
+        for _ in range(3):  # the client's last tarpit and the triplet, at once or one by one
             plan = self._plan(request, verdict, mta, loaded)
             if not isinstance(plan, _Need):
                 return self._settle(request, verdict, mta, plan)
             try:
-                if plan.what == "client":
-                    loaded[plan.key] = await self.state.load_client(plan.key)
-                else:
-                    loaded[plan.key] = await self.state.load_triplet(plan.key)
+                found = await asyncio.gather(*(self._load(what, key) for what, key in plan.reads))
             except StoreUnavailable:
                 break
+            loaded.update(zip((key for _, key in plan.reads), found, strict=True))
         return self._settle(request, verdict, mta, _Plan(FAIL_OPEN))
+
+    async def _load(self, what: str, key: str) -> object:
+        if what == "client":
+            return await self.state.load_client(key)
+        return await self.state.load_triplet(key)
 
     def _plan(
         self, request: PolicyRequest, verdict: Verdict, mta: str, loaded: dict[str, object]
@@ -133,32 +136,34 @@ class PolicyHandler:
             return _Plan(decided)
         ip = str(request.client)
         session = self.state.sessions.get(f"{ip} {request.instance}") if request.instance else None
+        triplet = Triplet.of(request.client, request.sender, request.recipient, settings)
+        known = loaded.get(triplet.key) or self.state.cached_triplet(triplet.key)
+        slot_free = self.state.slot_free(mta)
         client: ClientTarpit | None = None
         if self.mode is not Mode.RGREY and session is None and request.instance:
             found = loaded.get(ip) or self.state.cached_client(ip)
             if found is None:
-                return _Need("client", ip)
+                reads: tuple[tuple[str, str], ...] = (("client", ip),)
+                if request.stage == RCPT and known is None and self._may_greylist(request, slot_free):
+                    reads += (("triplet", triplet.key),)  # likely needed next: read both at once
+                return _Need(reads)
             client = found if isinstance(found, ClientTarpit) else None
         now = self.clock.now().timestamp()
         if request.stage != RCPT:
             return _Plan(decide.after_tarpit(request, session, client))
         step = decide.rcpt(
-            self.mode,
-            request,
-            session,
-            client,
-            slot_free=self.state.slot_free(mta),
-            now=now,
-            tarpit=settings.tarpit,
+            self.mode, request, session, client, slot_free=slot_free, now=now, tarpit=settings.tarpit
         )
-        triplet = Triplet.of(request.client, request.sender, request.recipient, settings)
         if isinstance(step, Decision):
             return _Plan(step, triplet if step.effect is Effect.START_TARPIT else None)
-        known = loaded.get(triplet.key) or self.state.cached_triplet(triplet.key)
         if known is None:
-            return _Need("triplet", triplet.key)
+            return _Need((("triplet", triplet.key),))
         state = known if isinstance(known, TripletState) else None
         return _Plan(decide.greylist(state, now, settings, verdict.txt or "", step.reason), triplet, state)
+
+    def _may_greylist(self, request: PolicyRequest, slot_free: bool) -> bool:
+        """Whether a listed client's RCPT may end in greylisting whatever its last tarpit."""
+        return self.mode is Mode.TARGREY or request.stress or not slot_free
 
     def _settle(self, request: PolicyRequest, verdict: Verdict | None, mta: str, plan: _Plan) -> str:
         """Apply the plan's state change, count it, log it; the action (DUNNO in a dry run)."""
@@ -207,6 +212,7 @@ class PolicyHandler:
             state.write(TarpitStarted(ip, instance, now, name, request.sender, request.recipient, mta))
             if triplet is not None:  # the session's first attempt, should it hang up
                 state.write(_triplet_write("create", triplet, ip, now))
+                state.triplets.pop(triplet.key)  # read again when needed: created, or older
         elif effect in (Effect.CREATE_TRIPLET, Effect.RESET_TRIPLET) and triplet is not None:
             state.remember_triplet(triplet.key, TripletState(now, None))
             kind = "create" if effect is Effect.CREATE_TRIPLET else "reset"

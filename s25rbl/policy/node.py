@@ -14,7 +14,7 @@ from s25rbl.policy.counters import PolicyCounters
 from s25rbl.policy.handler import PolicyHandler
 from s25rbl.policy.server import PolicyServer
 from s25rbl.policy.state import PolicyState
-from s25rbl.service.policy import Applied, PolicyStore
+from s25rbl.service.policy import Applied, PolicyReads, PolicyStore
 from s25rbl.verdict.pipeline import VerdictEngine
 
 SWEEP_INTERVAL = 1.0  # seconds between counts of tarpits whose session never reached DATA
@@ -35,12 +35,14 @@ class PolicyNode:
         assert settings.listen is not None, "the policy service is off (policy.listen is empty)"
         self.settings = settings
         self.counters = PolicyCounters()
+        self._reads = PolicyReads(store.store)
         self.state = PolicyState(
             store,
             clock,
             tarpit=settings.tarpit,
             max_tarpits=settings.max_tarpits,
             cache_size=settings.cache_size,
+            reads=self._reads,
             on_applied=self._applied,
         )
         self.handler = PolicyHandler(engine, self.state, settings, clock, self.counters)
@@ -77,6 +79,7 @@ class PolicyNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.state.flush()  # what was decided last is not lost
+        self._reads.close()
 
     async def _sweep(self) -> None:
         while True:

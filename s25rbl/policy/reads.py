@@ -53,7 +53,10 @@ class BatchReader(Generic[T]):
                 self._reading = {key: self._waiting.pop(key) for key in keys}
                 self.queries += 1
                 try:
-                    found = await asyncio.wait_for(self._read_many(keys), self._timeout)
+                    # A timeout scope, not wait_for: no task of its own, so a read that needs
+                    # no waiting (SQLite's) is done in this very step of the loop.
+                    async with asyncio.timeout(self._timeout):
+                        found = await self._read_many(keys)
                 except (TimeoutError, StoreUnavailable) as exc:
                     error = StoreUnavailable(
                         str(exc) or f"the store did not answer within {self._timeout:g} s"

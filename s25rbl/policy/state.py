@@ -26,7 +26,7 @@ from s25rbl.clock import Clock
 from s25rbl.errors import StoreUnavailable
 from s25rbl.policy.decide import ClientTarpit, Session, TripletState, grace
 from s25rbl.policy.reads import BatchReader
-from s25rbl.service.policy import Applied, PolicyStore, Write
+from s25rbl.service.policy import Applied, PolicyReads, PolicyStore, Write
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class PolicyState:
         tarpit: int,
         max_tarpits: int,
         cache_size: int,
+        reads: PolicyReads | None = None,
         on_applied: Callable[[Applied], None] = lambda applied: None,
     ) -> None:
         self.store = store
@@ -105,8 +106,9 @@ class PolicyState:
         self.clients: Lru[str, tuple[ClientTarpit | _Absent, float]] = Lru(cache_size)  # (record, until)
         self._slots: dict[str, collections.deque[float]] = {}  # per MTA: when its tarpits end
         self._pending: Lru[str, float] = Lru(cache_size)  # tarpits started here: session -> end
-        self._client_reads = BatchReader(store.read_clients, READ_TIMEOUT)
-        self._triplet_reads = BatchReader(store.read_triplets, READ_TIMEOUT)
+        source = reads or store  # the direct reads of a node, or the store's units of work
+        self._client_reads = BatchReader(source.read_clients, READ_TIMEOUT)
+        self._triplet_reads = BatchReader(source.read_triplets, READ_TIMEOUT)
         self._down_until = 0.0
         self._writes: collections.deque[Write] = collections.deque()
         self._wakeup = asyncio.Event()

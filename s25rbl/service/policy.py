@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,15 @@ from s25rbl.policy.decide import ClientTarpit, TripletState
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository, MetaRepository
 from s25rbl.store.models import GreylistTriplet, PolicyPass, TarpitRecord
-from s25rbl.store.policy import PassRepository, PolicyFilter, TarpitRepository, TripletRepository
+from s25rbl.store.policy import (
+    DirectReads,
+    PassRepository,
+    PolicyFilter,
+    TarpitRepository,
+    TripletRepository,
+    latest_tarpits,
+    triplet_states,
+)
 from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
@@ -113,6 +122,7 @@ class PolicyStore:
         changed: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
+        self.store = store
         self._clock = clock
         self._learner = learner
         self._learn_after = learn_after
@@ -126,21 +136,13 @@ class PolicyStore:
         """The latest tarpitted session of each of these clients that has one."""
         async with self._store.transaction() as session:
             rows = await TarpitRepository(session).latest(ips)
-        return {
-            ip: ClientTarpit(
-                r.instance, r.started_at.timestamp(), r.survived_at is not None, r.delivered_at is not None
-            )
-            for ip, r in rows.items()
-        }
+        return {ip: _client(row) for ip, row in rows.items()}
 
     async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
         """The state of each of these triplets that exists."""
         async with self._store.transaction() as session:
             found = await TripletRepository(session).states(keys)
-        return {
-            key: TripletState(first.timestamp(), None if passed is None else passed.timestamp())
-            for key, (first, passed) in found.items()
-        }
+        return {key: _triplet(first, passed) for key, (first, passed) in found.items()}
 
     async def client_tarpit(self, ip: str) -> ClientTarpit | None:
         return (await self.read_clients([ip])).get(ip)
@@ -274,6 +276,32 @@ class PolicyStore:
             await AuditRepository(session).add(now, actor, "tarpit.delete", f"#{record_id}", row.client_ip)
             await MetaRepository(session).set(GENERATION_KEY, secrets.token_hex(8))
         return row
+
+
+class PolicyReads:
+    """The listener's reads of the state, one statement each, outside any unit of work (a
+    node's hot path: see ``store.policy.DirectReads``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._direct = DirectReads(store)
+
+    async def read_clients(self, ips: list[str]) -> dict[str, ClientTarpit]:
+        return {row.client_ip: _client(row) for row in await self._direct.rows(latest_tarpits(ips))}
+
+    async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
+        return {row[0]: _triplet(row[1], row[2]) for row in await self._direct.rows(triplet_states(keys))}
+
+    def close(self) -> None:
+        self._direct.close()
+
+
+def _client(row: Any) -> ClientTarpit:
+    started = row.started_at.timestamp()
+    return ClientTarpit(row.instance, started, row.survived_at is not None, row.delivered_at is not None)
+
+
+def _triplet(first: datetime, passed: datetime | None) -> TripletState:
+    return TripletState(first.timestamp(), None if passed is None else passed.timestamp())
 
 
 def _tarpit_row(write: TarpitStarted) -> dict[str, object]:

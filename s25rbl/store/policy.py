@@ -2,7 +2,8 @@
 
 Races between nodes are settled by the database, never by reading first: rows are inserted
 with ON CONFLICT DO NOTHING on their unique keys, and a pass is the UPDATE that finds the row
-not yet passed (``rowcount`` 1 on exactly one node).
+not yet passed (``rowcount`` 1 on exactly one node). The listener's reads are single
+statements (``DirectReads``), built by the same functions as the repositories'.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+import asyncpg
+from sqlalchemy import Engine, Select, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import Executable
 
-from s25rbl.errors import EntryNotFound
+from s25rbl.errors import EntryNotFound, StoreUnavailable
+from s25rbl.store.db import Store, sqlite_path
 from s25rbl.store.models import GreylistTriplet, PolicyPass, TarpitRecord
 
 Row = Mapping[str, Any]
@@ -41,6 +46,73 @@ class PolicyFilter:
     passed: bool | None = None  # triplets: passed or waiting; tarpits: survived or not
 
 
+def triplet_states(keys: Sequence[str]) -> Select[str, datetime, datetime | None]:
+    """(key, first attempt, pass) of the triplets of ``keys`` that exist."""
+    triplet = GreylistTriplet
+    return select(triplet.key, triplet.first_seen, triplet.passed_at).where(triplet.key.in_(keys))
+
+
+def latest_tarpits(client_ips: Sequence[str]) -> Select[str, str, datetime, datetime | None, datetime | None]:
+    """The latest tarpitted session of each of ``client_ips`` that has one."""
+    tarpit = TarpitRecord
+    last = (
+        select(tarpit.client_ip, func.max(tarpit.started_at).label("started_at"))
+        .where(tarpit.client_ip.in_(client_ips))
+        .group_by(tarpit.client_ip)
+        .subquery()
+    )
+    return select(
+        tarpit.client_ip, tarpit.instance, tarpit.started_at, tarpit.survived_at, tarpit.delivered_at
+    ).join(last, (tarpit.client_ip == last.c.client_ip) & (tarpit.started_at == last.c.started_at))
+
+
+class DirectReads:
+    """Single statements outside a unit of work: the policy listener's reads, as cheap as can
+    be. PostgreSQL: one autocommit statement on the async engine. SQLite: a plain call on the
+    event loop itself, an indexed read of a local file (tens of microseconds for a batch of
+    keys) where every hand-off to a database thread costs more, and milliseconds on a busy CPU;
+    a reader of a WAL database is not blocked by writers, and ``busy_timeout`` bounds any
+    wait to 20 ms."""
+
+    def __init__(self, store: Store) -> None:
+        self._engine = store.engine
+        path = sqlite_path(store.url)
+        self._sync: Engine | None = None
+        if path is not None:
+            self._sync = create_engine(f"sqlite:///{path}")
+            event.listen(self._sync, "connect", _sqlite_pragmas)
+
+    async def rows(self, statement: Executable) -> list[Any]:
+        """The rows of ``statement``; StoreUnavailable when the store cannot answer."""
+        try:
+            if self._sync is not None:
+                return self._rows_sync(statement)
+            async with self._engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return list((await connection.execute(statement)).all())
+        except (SQLAlchemyError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(
+                f"policy state unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            ) from None
+
+    def _rows_sync(self, statement: Executable) -> list[Any]:
+        assert self._sync is not None
+        with self._sync.connect() as connection:
+            return list(connection.execute(statement).all())
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=20")  # it runs on the event loop: never wait long
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
 class TripletRepository:
     """Greylisted triplets, by their digest ``key``."""
 
@@ -49,11 +121,7 @@ class TripletRepository:
 
     async def states(self, keys: Sequence[str]) -> dict[str, tuple[datetime, datetime | None]]:
         """(first attempt, pass) of each of the triplets that exist, by key."""
-        result = await self.session.execute(
-            select(GreylistTriplet.key, GreylistTriplet.first_seen, GreylistTriplet.passed_at).where(
-                GreylistTriplet.key.in_(keys)
-            )
-        )
+        result = await self.session.execute(triplet_states(keys))
         return {row[0]: (row[1], row[2]) for row in result.all()}
 
     async def create(self, rows: Sequence[Row]) -> None:
@@ -140,21 +208,11 @@ class TarpitRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def latest(self, client_ips: Sequence[str]) -> dict[str, TarpitRecord]:
-        """The latest tarpitted session of each of the clients that have one."""
-        last = (
-            select(TarpitRecord.client_ip, func.max(TarpitRecord.started_at).label("started_at"))
-            .where(TarpitRecord.client_ip.in_(client_ips))
-            .group_by(TarpitRecord.client_ip)
-            .subquery()
-        )
-        result = await self.session.execute(
-            select(TarpitRecord).join(
-                last,
-                (TarpitRecord.client_ip == last.c.client_ip) & (TarpitRecord.started_at == last.c.started_at),
-            )
-        )
-        return {row.client_ip: row for row in result.scalars().all()}
+    async def latest(self, client_ips: Sequence[str]) -> dict[str, Any]:
+        """The latest tarpitted session of each of the clients that have one: rows of
+        (client_ip, instance, started_at, survived_at, delivered_at)."""
+        result = await self.session.execute(latest_tarpits(client_ips))
+        return {row.client_ip: row for row in result.all()}
 
     async def start(self, rows: Sequence[Row]) -> None:
         """Record tarpitted sessions; a session recorded already stays as it is."""

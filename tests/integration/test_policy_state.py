@@ -21,7 +21,7 @@ from s25rbl.policy.handler import PolicyHandler
 from s25rbl.policy.state import PolicyState
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
-from s25rbl.service.policy import TripletWrite
+from s25rbl.service.policy import PolicyReads, TripletWrite
 from s25rbl.store.db import Store, migrate
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.models import AuditEvent, Entry, GreylistTriplet, PolicyPass, TarpitRecord
@@ -116,6 +116,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def make_node(store: Store, clock: FakeClock) -> AsyncIterator[NodeFactory]:
     made: list[ReverseLookup] = []
+    reads: list[PolicyReads] = []
 
     async def make(**changes: Any) -> Node:
         settings = replace(SETTINGS, **changes)
@@ -125,14 +126,22 @@ async def make_node(store: Store, clock: FakeClock) -> AsyncIterator[NodeFactory
         made.append(rdns)
         engine = VerdictEngine(lists.current, rdns, clock=clock)
         services = Services(store, clock, LearningSettings(), changed=lists.reload, policy_settings=settings)
+        reads.append(PolicyReads(store))  # a node's own read path, as serve builds it
         state = PolicyState(
-            services.policy, clock, tarpit=settings.tarpit, max_tarpits=settings.max_tarpits, cache_size=1000
+            services.policy,
+            clock,
+            tarpit=settings.tarpit,
+            max_tarpits=settings.max_tarpits,
+            cache_size=1000,
+            reads=reads[-1],
         )
         return Node(services, lists, state, PolicyHandler(engine, state, settings, clock))
 
     yield make
     for rdns in made:
         await rdns.close()
+    for direct in reads:
+        direct.close()
 
 
 async def rows(store: Store, model: Any) -> list[Any]:
@@ -320,7 +329,8 @@ async def test_a_store_that_is_down_gets_dunno_and_keeps_the_writes(clock: FakeC
     try:
         engine = VerdictEngine(lists.current, rdns, clock=clock)
         services = Services(store, clock, LearningSettings(), policy_settings=SETTINGS)
-        state = PolicyState(services.policy, clock, tarpit=TARPIT, max_tarpits=5, cache_size=100)
+        reads = PolicyReads(store)
+        state = PolicyState(services.policy, clock, tarpit=TARPIT, max_tarpits=5, cache_size=100, reads=reads)
         node = Node(services, lists, state, PolicyHandler(engine, state, SETTINGS, clock))
         assert await node.ask("RCPT", DYNAMIC[0], "s1") == "DUNNO"
         assert node.handler.counters.requests[("RCPT", Outcome.FAIL_OPEN.value)] == 1
@@ -328,6 +338,7 @@ async def test_a_store_that_is_down_gets_dunno_and_keeps_the_writes(clock: FakeC
         state.write(TripletWrite("touch", "0" * 32, clock.now().timestamp()))
         assert not await state.flush()
         assert state.queued == 1  # kept for when the store is back
+        reads.close()
     finally:
         await rdns.close()
         await store.close()
