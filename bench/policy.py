@@ -2,13 +2,15 @@
 cost as the store grows to 10^4, 10^5 and 10^6 greylisted triplets (not a test).
 
 Clients, as Postfix's smtpd processes are, keep one connection each and send one request at a
-time: per SMTP session a RCPT request per recipient (one or two) and a DATA request, with the
-attributes Postfix 3 sends. The sessions come from clean clients (forward-confirmed mail server
-names), operator-whitelisted ones and S25R-listed ones (dynamic names), their verdicts cached
-(a DNS query per address first). postgrey greylists them all; s25rbl (mode targrey) answers
-the unlisted ones from memory and tarpits or greylists the listed ones.
+time: per SMTP session a RCPT request per recipient (one or two), then a DATA request if a
+recipient was accepted, with the attributes Postfix 3 sends. The sessions come from clean
+clients (forward-confirmed mail server names), operator-whitelisted ones and S25R-listed ones
+(dynamic names), their verdicts cached (a DNS query per address first). postgrey greylists
+them all; s25rbl (mode targrey) answers the unlisted ones from memory and tarpits or greylists
+the listed ones.
 
-1. Maximum rate: ``--connections`` clients in a closed loop for ``--duration`` seconds, against
+1. Maximum rate: ``--connections`` clients (each one session at a time, DATA only after an
+   accepted recipient, as Postfix) in a closed loop for ``--duration`` seconds, against
    s25rbl, then postgrey (Debian package): requests/s, latency percentiles, the ratio.
 2. Fixed rate: ``--rate`` requests/s (2,000) spread over the connections, against s25rbl;
    latency from each request's scheduled time (a late request counts its wait).
@@ -102,37 +104,36 @@ ATTRIBUTES = (
 )
 
 
+Session = list[tuple[str, bytes]]  # (stage, request), in order
+
+
 def session(
     client: Client, rng: random.Random, sender: str | None = None, rcpt: str | None = None
-) -> list[bytes]:
+) -> Session:
     """A session's requests: RCPT per recipient (one or two), then DATA."""
     instance = secrets.token_hex(10)
     sender = sender or f"user{rng.randrange(5000)}@sender-{rng.randrange(500)}.example"
-    recipients = (
-        [rcpt] if rcpt else [f"rcpt{rng.randrange(2000)}@example.test" for _ in range(rng.choice((1, 1, 2)))]
-    )
+    count = rng.choice((1, 1, 2))
+    recipients = [rcpt] if rcpt else [f"rcpt{rng.randrange(2000)}@example.test" for _ in range(count)]
     common = {"ip": client.ip, "name": client.name, "port": rng.randrange(1024, 65535), "sender": sender}
     out = [
-        ATTRIBUTES.format(stage="RCPT", recipient=r, count=i, instance=instance, **common).encode()
+        ("RCPT", ATTRIBUTES.format(stage="RCPT", recipient=r, count=i, instance=instance, **common).encode())
         for i, r in enumerate(recipients)
     ]
-    out.append(
-        ATTRIBUTES.format(
-            stage="DATA", recipient="", count=len(recipients), instance=instance, **common
-        ).encode()
-    )
+    data = ATTRIBUTES.format(stage="DATA", recipient="", count=len(recipients), instance=instance, **common)
+    out.append(("DATA", data.encode()))
     return out
 
 
-def mix(pool: list[Client], sessions: int, seed: int) -> list[bytes]:
-    """The requests of ``sessions`` sessions, their clients drawn by SHARE."""
+def mix(pool: list[Client], sessions: int, seed: int) -> list[Session]:
+    """``sessions`` sessions, their clients drawn by SHARE."""
     rng = random.Random(seed)
     by_kind = {k: [c for c in pool if c.kind == k] for k in KINDS}
-    requests: list[bytes] = []
+    out: list[Session] = []
     for _ in range(sessions):
         kind = rng.choices(KINDS, [SHARE[k] for k in KINDS])[0]
-        requests += session(rng.choice(by_kind[kind]), rng)
-    return requests
+        out.append(session(rng.choice(by_kind[kind]), rng))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,6 +149,7 @@ class Result:
     answers: collections.Counter[str] = field(default_factory=collections.Counter)
     server_cpu: float = 0.0
     late: int = 0  # fixed rate: requests that could not be sent on time (no idle connection)
+    stages: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def rate(self) -> float:
@@ -158,12 +160,14 @@ class Result:
         return (
             f"{self.label}: {self.rate:>8,.0f} requests/s  p50 {percentile(lat, 0.5) * 1e3:6.2f} ms  "
             f"p99 {percentile(lat, 0.99) * 1e3:6.2f} ms  p99.9 {percentile(lat, 0.999) * 1e3:6.2f} ms  "
-            f"({self.done:,} in {self.seconds:.1f} s, server cpu {self.server_cpu:.0%})"
+            f"({self.done:,} in {self.seconds:.1f} s: {self.stages['RCPT']:,} RCPT, "
+            f"{self.stages['DATA']:,} DATA; server cpu {self.server_cpu:.0%})"
         )
 
 
 class Conn(asyncio.Protocol):
-    """One policy client connection: sends a request, waits for its answer, calls back."""
+    """One policy client connection, as one smtpd process: sends its session's requests one at
+    a time, each after the answer to the one before."""
 
     def __init__(self, done: asyncio.Future[None]) -> None:
         self.transport: asyncio.Transport | None = None
@@ -171,6 +175,9 @@ class Conn(asyncio.Protocol):
         self.sent_at = 0.0
         self.on_answer: object = None
         self.lost = done
+        self.pending: Session = []  # the rest of the current session
+        self.stage = ""
+        self.accepted = False  # a recipient of the current session was accepted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -190,6 +197,33 @@ class Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_exception(ConnectionError(f"the service closed a connection: {exc}"))
+
+
+class Sessions:
+    """Hands each connection the next request of its session, as Postfix sends them: one RCPT
+    per recipient, and DATA only if some recipient was accepted; then the next session."""
+
+    def __init__(self, sessions: list[Session]) -> None:
+        self._sessions = sessions
+        self._position = 0
+        self.sent: collections.Counter[str] = collections.Counter()
+
+    def next(self, conn: Conn) -> bytes:
+        if not conn.pending:
+            conn.pending = list(self._sessions[self._position % len(self._sessions)])
+            conn.accepted = False
+            self._position += 1
+        conn.stage, request = conn.pending.pop(0)
+        self.sent[conn.stage] += 1
+        return request
+
+    @staticmethod
+    def answered(conn: Conn, action: str) -> None:
+        refused = action.startswith("DEFER") or action[:1] in ("4", "5") or action == "REJECT"
+        if conn.stage == "RCPT" and not refused:
+            conn.accepted = True
+        if conn.pending and conn.pending[0][0] == "DATA" and not conn.accepted:
+            conn.pending.clear()  # every recipient refused: no DATA
 
 
 async def connect(port: int, count: int) -> tuple[list[Conn], asyncio.Future[None]]:
@@ -219,14 +253,14 @@ def _action(answer: str) -> str:
 
 
 async def closed_loop(
-    label: str, port: int, requests: list[bytes], connections: int, duration: float, pid: int
+    label: str, port: int, sessions: list[Session], connections: int, duration: float, pid: int
 ) -> Result:
     """As fast as the service answers: each connection sends its next request on an answer."""
     result = Result(label)
+    feed = Sessions(sessions)
     conns, lost = await connect(port, connections)
     stop_at = time.perf_counter() + duration
     finished = asyncio.get_running_loop().create_future()
-    position = [0]
 
     def next_request(conn: Conn) -> None:
         if time.perf_counter() >= stop_at:
@@ -234,14 +268,14 @@ async def closed_loop(
             if all(c.on_answer is None for c in conns) and not finished.done():
                 finished.set_result(None)
             return
-        request = requests[position[0] % len(requests)]
-        position[0] += 1
-        conn.send(request)
+        conn.send(feed.next(conn))
 
     def on_answer(conn: Conn, answer: str, latency: float) -> None:
+        action = _action(answer)
         result.latencies.append(latency)
-        result.answers[_action(answer)] += 1
+        result.answers[action] += 1
         result.done += 1
+        feed.answered(conn, action)
         next_request(conn)
 
     cpu0, t0 = upstream.cpu_seconds(pid), time.perf_counter()
@@ -251,27 +285,30 @@ async def closed_loop(
     await asyncio.wait_for(asyncio.wait([finished, lost], return_when=asyncio.FIRST_COMPLETED), duration + 30)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.stages = feed.sent
     close(conns, lost)
     return result
 
 
 async def fixed_rate(
-    label: str, port: int, requests: list[bytes], connections: int, rate: int, duration: float, pid: int
+    label: str, port: int, sessions: list[Session], connections: int, rate: int, duration: float, pid: int
 ) -> Result:
-    """``rate`` requests/s on schedule; a request with no idle connection waits for one, and its
-    latency counts from its scheduled time."""
+    """``rate`` requests/s on schedule, each the next of an idle connection's session; with no
+    idle connection a request waits for one, and its latency counts from its scheduled time."""
     result = Result(label)
+    feed = Sessions(sessions)
     conns, lost = await connect(port, connections)
     idle = collections.deque(conns)
-    backlog: collections.deque[tuple[bytes, float]] = collections.deque()
+    backlog: collections.deque[float] = collections.deque()  # scheduled times not yet sent
 
     def on_answer(conn: Conn, answer: str, latency: float) -> None:
+        action = _action(answer)
         result.latencies.append(latency)
-        result.answers[_action(answer)] += 1
+        result.answers[action] += 1
         result.done += 1
+        feed.answered(conn, action)
         if backlog:
-            request, scheduled = backlog.popleft()
-            conn.send(request, scheduled)
+            conn.send(feed.next(conn), backlog.popleft())
         else:
             idle.append(conn)
 
@@ -287,15 +324,17 @@ async def fixed_rate(
         if lost.done():
             break
         if idle:
-            idle.popleft().send(requests[i % len(requests)], scheduled)
+            conn = idle.popleft()
+            conn.send(feed.next(conn), scheduled)
         else:
             result.late += 1
-            backlog.append((requests[i % len(requests)], scheduled))
+            backlog.append(scheduled)
     deadline = time.perf_counter() + 30
     while result.done < total and time.perf_counter() < deadline and not lost.done():
         await asyncio.sleep(0.01)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.stages = feed.sent
     close(conns, lost)
     return result
 
@@ -482,20 +521,22 @@ def populate(db: Path, listed: list[Client], size: int) -> float:
     return time.perf_counter() - t0
 
 
-def stored_mix(pool: list[Client], listed: list[Client], size: int, sessions: int, seed: int) -> list[bytes]:
+def stored_mix(
+    pool: list[Client], listed: list[Client], size: int, sessions: int, seed: int
+) -> list[Session]:
     """The usual mix, but each listed session asks about a random stored triplet."""
     rng = random.Random(seed)
     by_kind = {k: [c for c in pool if c.kind == k] for k in KINDS}
-    requests: list[bytes] = []
+    out: list[Session] = []
     for _ in range(sessions):
         kind = rng.choices(KINDS, [SHARE[k] for k in KINDS])[0]
         if kind == "listed":
             i = rng.randrange(size)
             client = listed[i % len(listed)]
-            requests += session(client, rng, f"sender{i}@example.com", f"rcpt{i % 997}@example.test")
+            out.append(session(client, rng, f"sender{i}@example.com", f"rcpt{i % 997}@example.test"))
         else:
-            requests += session(rng.choice(by_kind[kind]), rng)
-    return requests
+            out.append(session(rng.choice(by_kind[kind]), rng))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -548,16 +589,14 @@ def main() -> int:
             procs.append(unbound)
             upstream.wait_answer(uport, unbound, pool[0].ip.reverse_pointer, 12, timeout=120)
             requests = mix(pool, sessions, args.seed)
-            stages = collections.Counter(
-                r.split(b"protocol_state=", 1)[1].split(b"\n", 1)[0].decode() for r in requests
-            )
+            recipients = sum(len(one) - 1 for one in requests)
             print(
                 f"clients: {per_kind:,} clean, {per_kind:,} whitelisted (operator, by address), "
-                f"{per_kind:,} listed (S25R-dynamic names); {len(requests):,} requests of "
-                f"{sessions:,} sessions ({stages['RCPT']:,} RCPT, {stages['DATA']:,} DATA; "
+                f"{per_kind:,} listed (S25R-dynamic names); {sessions:,} sessions of one or two "
+                f"recipients ({recipients:,} RCPT, then DATA if a recipient was accepted; "
                 f"{SHARE['clean']:.0%} / {SHARE['whitelisted']:.0%} / {SHARE['listed']:.0%} of the "
-                f"sessions), {args.connections} connections; s25rbl and postgrey on cpu {SERVER_CPU}, "
-                f"load on cpu {LOAD_CPU}",
+                f"sessions), {args.connections} connections, each one session at a time; s25rbl and "
+                f"postgrey on cpu {SERVER_CPU}, load on cpu {LOAD_CPU}",
                 flush=True,
             )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 
 from s25rbl.config import PolicySettings
@@ -116,7 +115,8 @@ class Triplet:
     @classmethod
     def of(cls, client: IPAddress, sender: str, recipient: str, settings: PolicySettings) -> Triplet:
         prefix = settings.ipv4_prefix if client.version == 4 else settings.ipv6_prefix
-        network = str(ipaddress.ip_network(f"{client}/{prefix}", strict=False))
+        host_bits = client.max_prefixlen - prefix
+        network = f"{type(client)(int(client) >> host_bits << host_bits)}/{prefix}"
         sender, recipient = normalise_sender(sender), normalise_recipient(recipient)
         digest = hashlib.blake2b(f"{network}\0{sender}\0{recipient}".encode(), digest_size=16)
         return cls(network, sender, recipient, digest.hexdigest())

@@ -86,11 +86,12 @@ class PolicyHandler:
         if early is not None:
             return self._settle(request, None, mta, _Plan(early))
         verdict = self.engine.decide_fast(request.client)
+        loaded: dict[str, object] = {}
         if verdict is None:
-            return self._slow(request, mta, None)
-        plan = self._plan(request, verdict, mta, {})
+            return self._slow(request, mta, None, loaded)
+        plan = self._plan(request, verdict, mta, loaded)
         if isinstance(plan, _Need):
-            return self._slow(request, mta, verdict)
+            return self._slow(request, mta, verdict, loaded)
         return self._settle(request, verdict, mta, plan)
 
     def bad_request(self, exc: PolicyRequestError, mta: str) -> str:
@@ -106,10 +107,11 @@ class PolicyHandler:
             self._bad_logged[exc.kind] = (logged, suppressed + 1)
         return DUNNO
 
-    async def _slow(self, request: PolicyRequest, mta: str, verdict: Verdict | None) -> str:
+    async def _slow(
+        self, request: PolicyRequest, mta: str, verdict: Verdict | None, loaded: dict[str, object]
+    ) -> str:
         if verdict is None:
             verdict = await self.engine.decide_after_lists(request.client)
-        loaded: dict[str, object] = {}
         for _ in range(3):  # the client's last tarpit and the triplet, at once or one by one
             plan = self._plan(request, verdict, mta, loaded)
             if not isinstance(plan, _Need):
@@ -136,20 +138,23 @@ class PolicyHandler:
             return _Plan(decided)
         ip = str(request.client)
         session = self.state.sessions.get(f"{ip} {request.instance}") if request.instance else None
-        triplet = Triplet.of(request.client, request.sender, request.recipient, settings)
-        known = loaded.get(triplet.key) or self.state.cached_triplet(triplet.key)
+        triplet: Triplet | None = None
+        known: object = None
+        if request.stage == RCPT:
+            triplet = self._triplet(request, loaded)
+            known = loaded.get(triplet.key) or self.state.cached_triplet(triplet.key)
         slot_free = self.state.slot_free(mta)
         client: ClientTarpit | None = None
         if self.mode is not Mode.RGREY and session is None and request.instance:
             found = loaded.get(ip) or self.state.cached_client(ip)
             if found is None:
                 reads: tuple[tuple[str, str], ...] = (("client", ip),)
-                if request.stage == RCPT and known is None and self._may_greylist(request, slot_free):
+                if triplet is not None and known is None and self._may_greylist(request, slot_free):
                     reads += (("triplet", triplet.key),)  # likely needed next: read both at once
                 return _Need(reads)
             client = found if isinstance(found, ClientTarpit) else None
         now = self.clock.now().timestamp()
-        if request.stage != RCPT:
+        if triplet is None:  # DATA, END-OF-MESSAGE
             return _Plan(decide.after_tarpit(request, session, client))
         step = decide.rcpt(
             self.mode, request, session, client, slot_free=slot_free, now=now, tarpit=settings.tarpit
@@ -160,6 +165,15 @@ class PolicyHandler:
             return _Need((("triplet", triplet.key),))
         state = known if isinstance(known, TripletState) else None
         return _Plan(decide.greylist(state, now, settings, verdict.txt or "", step.reason), triplet, state)
+
+    def _triplet(self, request: PolicyRequest, loaded: dict[str, object]) -> Triplet:
+        """The request's triplet, computed once per request (kept in ``loaded`` by a name that
+        is no key of the store)."""
+        triplet = loaded.get("triplet")
+        if not isinstance(triplet, Triplet):
+            triplet = Triplet.of(request.client, request.sender, request.recipient, self.settings)
+            loaded["triplet"] = triplet
+        return triplet
 
     def _may_greylist(self, request: PolicyRequest, slot_free: bool) -> bool:
         """Whether a listed client's RCPT may end in greylisting whatever its last tarpit."""

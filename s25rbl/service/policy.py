@@ -28,13 +28,13 @@ from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository, MetaRepository
 from s25rbl.store.models import GreylistTriplet, PolicyPass, TarpitRecord
 from s25rbl.store.policy import (
+    LATEST_TARPITS,
+    TRIPLET_STATES,
     DirectReads,
     PassRepository,
     PolicyFilter,
     TarpitRepository,
     TripletRepository,
-    latest_tarpits,
-    triplet_states,
 )
 from s25rbl.store.tokens import AuditRepository
 
@@ -286,10 +286,10 @@ class PolicyReads:
         self._direct = DirectReads(store)
 
     async def read_clients(self, ips: list[str]) -> dict[str, ClientTarpit]:
-        return {row.client_ip: _client(row) for row in await self._direct.rows(latest_tarpits(ips))}
+        return {row.client_ip: _client(row) for row in await self._direct.rows(LATEST_TARPITS, ips)}
 
     async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
-        return {row[0]: _triplet(row[1], row[2]) for row in await self._direct.rows(triplet_states(keys))}
+        return {row[0]: _triplet(row[1], row[2]) for row in await self._direct.rows(TRIPLET_STATES, keys)}
 
     def close(self) -> None:
         self._direct.close()

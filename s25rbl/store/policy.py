@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Engine, Select, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,24 +46,23 @@ class PolicyFilter:
     passed: bool | None = None  # triplets: passed or waiting; tarpits: survived or not
 
 
-def triplet_states(keys: Sequence[str]) -> Select[str, datetime, datetime | None]:
-    """(key, first attempt, pass) of the triplets of ``keys`` that exist."""
-    triplet = GreylistTriplet
-    return select(triplet.key, triplet.first_seen, triplet.passed_at).where(triplet.key.in_(keys))
-
-
-def latest_tarpits(client_ips: Sequence[str]) -> Select[str, str, datetime, datetime | None, datetime | None]:
-    """The latest tarpitted session of each of ``client_ips`` that has one."""
-    tarpit = TarpitRecord
-    last = (
-        select(tarpit.client_ip, func.max(tarpit.started_at).label("started_at"))
-        .where(tarpit.client_ip.in_(client_ips))
-        .group_by(tarpit.client_ip)
-        .subquery()
-    )
-    return select(
-        tarpit.client_ip, tarpit.instance, tarpit.started_at, tarpit.survived_at, tarpit.delivered_at
-    ).join(last, (tarpit.client_ip == last.c.client_ip) & (tarpit.started_at == last.c.started_at))
+# The listener's two reads, built once: the keys are an expanding parameter, so every call
+# reuses the compiled statement instead of building and caching a new one (~0.3 ms each).
+_T, _R = GreylistTriplet, TarpitRecord
+TRIPLET_STATES = select(_T.key, _T.first_seen, _T.passed_at).where(
+    _T.key.in_(bindparam("keys", expanding=True))
+)
+"""(key, first attempt, pass) of the triplets of ``keys`` that exist."""
+_LAST = (
+    select(_R.client_ip, func.max(_R.started_at).label("started_at"))
+    .where(_R.client_ip.in_(bindparam("keys", expanding=True)))
+    .group_by(_R.client_ip)
+    .subquery()
+)
+LATEST_TARPITS = select(_R.client_ip, _R.instance, _R.started_at, _R.survived_at, _R.delivered_at).join(
+    _LAST, (_R.client_ip == _LAST.c.client_ip) & (_R.started_at == _LAST.c.started_at)
+)
+"""The latest tarpitted session of each client of ``keys`` that has one."""
 
 
 class DirectReads:
@@ -78,29 +77,40 @@ class DirectReads:
         self._engine = store.engine
         path = sqlite_path(store.url)
         self._sync: Engine | None = None
+        self._held: Connection | None = None
         if path is not None:
             self._sync = create_engine(f"sqlite:///{path}")
             event.listen(self._sync, "connect", _sqlite_pragmas)
 
-    async def rows(self, statement: Executable) -> list[Any]:
-        """The rows of ``statement``; StoreUnavailable when the store cannot answer."""
+    async def rows(self, statement: Executable, keys: Sequence[str]) -> list[Any]:
+        """The rows of ``statement`` for ``keys``; StoreUnavailable when the store cannot answer."""
         try:
             if self._sync is not None:
-                return self._rows_sync(statement)
+                return self._rows_sync(statement, keys)
             async with self._engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
-                return list((await connection.execute(statement)).all())
+                return list((await connection.execute(statement, {"keys": list(keys)})).all())
         except (SQLAlchemyError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(
                 f"policy state unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
             ) from None
 
-    def _rows_sync(self, statement: Executable) -> list[Any]:
+    def _rows_sync(self, statement: Executable, keys: Sequence[str]) -> list[Any]:
         assert self._sync is not None
-        with self._sync.connect() as connection:
-            return list(connection.execute(statement).all())
+        if self._held is None:
+            # One connection kept, in autocommit: each statement reads the latest commit.
+            self._held = self._sync.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return list(self._held.execute(statement, {"keys": list(keys)}).all())
+        except SQLAlchemyError:
+            self._held.close()  # a fresh one next time
+            self._held = None
+            raise
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         if self._sync is not None:
             self._sync.dispose()
 
@@ -121,7 +131,7 @@ class TripletRepository:
 
     async def states(self, keys: Sequence[str]) -> dict[str, tuple[datetime, datetime | None]]:
         """(first attempt, pass) of each of the triplets that exist, by key."""
-        result = await self.session.execute(triplet_states(keys))
+        result = await self.session.execute(TRIPLET_STATES, {"keys": list(keys)})
         return {row[0]: (row[1], row[2]) for row in result.all()}
 
     async def create(self, rows: Sequence[Row]) -> None:
@@ -211,7 +221,7 @@ class TarpitRepository:
     async def latest(self, client_ips: Sequence[str]) -> dict[str, Any]:
         """The latest tarpitted session of each of the clients that have one: rows of
         (client_ip, instance, started_at, survived_at, delivered_at)."""
-        result = await self.session.execute(latest_tarpits(client_ips))
+        result = await self.session.execute(LATEST_TARPITS, {"keys": list(client_ips)})
         return {row.client_ip: row for row in result.all()}
 
     async def start(self, rows: Sequence[Row]) -> None:
