@@ -148,6 +148,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     answers: collections.Counter[str] = field(default_factory=collections.Counter)
     server_cpu: float = 0.0
+    client_cpu: float = 0.0  # this process (the load generator)
     late: int = 0  # fixed rate: requests that could not be sent on time (no idle connection)
     stages: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -161,7 +162,7 @@ class Result:
             f"{self.label}: {self.rate:>8,.0f} requests/s  p50 {percentile(lat, 0.5) * 1e3:6.2f} ms  "
             f"p99 {percentile(lat, 0.99) * 1e3:6.2f} ms  p99.9 {percentile(lat, 0.999) * 1e3:6.2f} ms  "
             f"({self.done:,} in {self.seconds:.1f} s: {self.stages['RCPT']:,} RCPT, "
-            f"{self.stages['DATA']:,} DATA; server cpu {self.server_cpu:.0%})"
+            f"{self.stages['DATA']:,} DATA; server cpu {self.server_cpu:.0%}, load cpu {self.client_cpu:.0%})"
         )
 
 
@@ -278,13 +279,14 @@ async def closed_loop(
         feed.answered(conn, action)
         next_request(conn)
 
-    cpu0, t0 = upstream.cpu_seconds(pid), time.perf_counter()
+    cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
     for conn in conns:
         conn.on_answer = on_answer
         next_request(conn)
     await asyncio.wait_for(asyncio.wait([finished, lost], return_when=asyncio.FIRST_COMPLETED), duration + 30)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)
     return result
@@ -315,7 +317,7 @@ async def fixed_rate(
     for conn in conns:
         conn.on_answer = on_answer
     total = int(rate * duration)
-    cpu0, t0 = upstream.cpu_seconds(pid), time.perf_counter()
+    cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
     for i in range(total):
         scheduled = t0 + i / rate
         delay = scheduled - time.perf_counter()
@@ -334,6 +336,7 @@ async def fixed_rate(
         await asyncio.sleep(0.01)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)
     return result
