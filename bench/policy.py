@@ -663,9 +663,9 @@ def main() -> int:
                 flush=True,
             )
             rows: list[tuple[int, Result, Result]] = []
-            for size in sizes:
-                db = work / f"stored-{size}.db"
-                config = work / f"stored-{size}.toml"
+            for number, size in enumerate(sizes):
+                db = work / f"stored-{number}-{size}.db"
+                config = work / f"stored-{number}-{size}.toml"
                 write_config(config, db, uport, 'mode = "rgrey"')
                 migrate(f"sqlite:///{db}")
                 took = populate(db, listed, size)
