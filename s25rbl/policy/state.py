@@ -106,6 +106,7 @@ class PolicyState:
         self.clients: Lru[str, tuple[ClientTarpit | _Absent, float]] = Lru(cache_size)  # (record, until)
         self._slots: dict[str, collections.deque[float]] = {}  # per MTA: when its tarpits end
         self._pending: Lru[str, float] = Lru(cache_size)  # tarpits started here: session -> end
+        self._reads = reads
         source = reads or store  # the direct reads of a node, or the store's units of work
         self._client_reads = BatchReader(source.read_clients, READ_TIMEOUT)
         self._triplet_reads = BatchReader(source.read_triplets, READ_TIMEOUT)
@@ -151,8 +152,32 @@ class PolicyState:
 
     # --- reads from the store ----------------------------------------------------------------
 
+    @property
+    def reads_now(self) -> bool:
+        """Misses can be read at once, by a plain call (SQLite): no task, no waiting."""
+        return self._reads is not None and self._reads.synchronous
+
     async def load_client(self, ip: str) -> ClientTarpit | _Absent:
         record = await self._read(self._client_reads, ip)
+        return self._remember_client(ip, record)
+
+    async def load_triplet(self, key: str) -> TripletState | _Absent:
+        state = await self._read(self._triplet_reads, key)
+        return self._remember_triplet(key, state)
+
+    def load_now(self, what: str, key: str) -> ClientTarpit | TripletState | _Absent:
+        """``load_client`` or ``load_triplet`` as a plain call (``reads_now``)."""
+        assert self._reads is not None
+        self._check_up()
+        try:
+            if what == "client":
+                return self._remember_client(key, self._reads.read_client_now(key))
+            return self._remember_triplet(key, self._reads.read_triplet_now(key))
+        except StoreUnavailable as exc:
+            self._went_down(exc)
+            raise
+
+    def _remember_client(self, ip: str, record: ClientTarpit | None) -> ClientTarpit | _Absent:
         found: ClientTarpit | _Absent = ABSENT if record is None else record
         # No record: see the module docstring. A record may still change (DATA of its session
         # may come to another node): read it again now and then.
@@ -160,23 +185,28 @@ class PolicyState:
         self.clients.put(ip, (found, self.clock.monotonic() + ttl))
         return found
 
-    async def load_triplet(self, key: str) -> TripletState | _Absent:
-        state = await self._read(self._triplet_reads, key)
+    def _remember_triplet(self, key: str, state: TripletState | None) -> TripletState | _Absent:
         found: TripletState | _Absent = ABSENT if state is None else state
         self.triplets.put(key, (found, self.clock.monotonic()))
         return found
 
     async def _read(self, reader: BatchReader[T], key: str) -> T | None:
         """The row of ``key`` (read with others); StoreUnavailable while the store fails."""
-        if self.clock.monotonic() < self._down_until:
-            raise StoreUnavailable("the store failed a moment ago; failing open meanwhile")
+        self._check_up()
         try:
             return await reader.get(key)
         except StoreUnavailable as exc:
-            if self.clock.monotonic() >= self._down_until:
-                log.warning("policy state unreadable, failing open for %g s: %s", DOWN_FOR, exc)
-            self._down_until = self.clock.monotonic() + DOWN_FOR
+            self._went_down(exc)
             raise
+
+    def _check_up(self) -> None:
+        if self.clock.monotonic() < self._down_until:
+            raise StoreUnavailable("the store failed a moment ago; failing open meanwhile")
+
+    def _went_down(self, exc: StoreUnavailable) -> None:
+        if self.clock.monotonic() >= self._down_until:
+            log.warning("policy state unreadable, failing open for %g s: %s", DOWN_FOR, exc)
+        self._down_until = self.clock.monotonic() + DOWN_FOR
 
     # --- what decisions change ---------------------------------------------------------------
 

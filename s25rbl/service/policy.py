@@ -285,11 +285,24 @@ class PolicyReads:
     def __init__(self, store: Store) -> None:
         self._direct = DirectReads(store)
 
+    @property
+    def synchronous(self) -> bool:
+        """The ``*_now`` reads work (SQLite): no waiting at all."""
+        return self._direct.synchronous
+
     async def read_clients(self, ips: list[str]) -> dict[str, ClientTarpit]:
         return {row.client_ip: _client(row) for row in await self._direct.rows(LATEST_TARPITS, ips)}
 
     async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
         return {row[0]: _triplet(row[1], row[2]) for row in await self._direct.rows(TRIPLET_STATES, keys)}
+
+    def read_client_now(self, ip: str) -> ClientTarpit | None:
+        rows = self._direct.rows_now(LATEST_TARPITS, [ip])
+        return _client(rows[0]) if rows else None
+
+    def read_triplet_now(self, key: str) -> TripletState | None:
+        rows = self._direct.rows_now(TRIPLET_STATES, [key])
+        return _triplet(rows[0][1], rows[0][2]) if rows else None
 
     def close(self) -> None:
         self._direct.close()

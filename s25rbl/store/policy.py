@@ -82,18 +82,29 @@ class DirectReads:
             self._sync = create_engine(f"sqlite:///{path}")
             event.listen(self._sync, "connect", _sqlite_pragmas)
 
+    @property
+    def synchronous(self) -> bool:
+        """Reads are plain calls (SQLite): ``rows_now`` may be used instead of ``rows``."""
+        return self._sync is not None
+
     async def rows(self, statement: Executable, keys: Sequence[str]) -> list[Any]:
         """The rows of ``statement`` for ``keys``; StoreUnavailable when the store cannot answer."""
+        if self._sync is not None:
+            return self.rows_now(statement, keys)
         try:
-            if self._sync is not None:
-                return self._rows_sync(statement, keys)
             async with self._engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
                 return list((await connection.execute(statement, {"keys": list(keys)})).all())
         except (SQLAlchemyError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreUnavailable(
-                f"policy state unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-            ) from None
+            raise _unavailable(exc) from None
+
+    def rows_now(self, statement: Executable, keys: Sequence[str]) -> list[Any]:
+        """``rows``, as a plain call: SQLite only (``synchronous``)."""
+        assert self._sync is not None
+        try:
+            return self._rows_sync(statement, keys)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(exc) from None
 
     def _rows_sync(self, statement: Executable, keys: Sequence[str]) -> list[Any]:
         assert self._sync is not None
@@ -113,6 +124,10 @@ class DirectReads:
             self._held = None
         if self._sync is not None:
             self._sync.dispose()
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"policy state unreadable: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

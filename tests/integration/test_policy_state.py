@@ -6,8 +6,10 @@ lookups come from a dict resolver."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -340,6 +342,31 @@ async def test_a_store_that_is_down_gets_dunno_and_keeps_the_writes(clock: FakeC
         assert state.queued == 1  # kept for when the store is back
         reads.close()
     finally:
+        await rdns.close()
+        await store.close()
+
+
+async def test_an_unreadable_sqlite_store_fails_open_without_waiting(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'not-migrated.db'}")  # no tables: every read fails
+    rdns = ReverseLookup(resolver(), deadline=0.5)
+    reads = PolicyReads(store)
+    try:
+        services = Services(store, clock, LearningSettings(), policy_settings=SETTINGS)
+        state = PolicyState(services.policy, clock, tarpit=TARPIT, max_tarpits=5, cache_size=100, reads=reads)
+        assert state.reads_now  # SQLite: read by plain calls, in the request's own step
+        handler = PolicyHandler(
+            VerdictEngine(ListSync(store, clock, 1.0).current, rdns, clock=clock), state, SETTINGS, clock
+        )
+        await handler.engine.decide(ipaddress.ip_address(DYNAMIC[0]))  # the verdict cached
+        answer = handler.handle(
+            {"protocol_state": "RCPT", "client_address": DYNAMIC[0], "instance": "s1"}, "mx"
+        )
+        assert answer == "DUNNO"  # a plain string: answered at once
+        assert handler.counters.requests[("RCPT", Outcome.FAIL_OPEN.value)] == 1
+    finally:
+        reads.close()
         await rdns.close()
         await store.close()
 
