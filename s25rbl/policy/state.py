@@ -3,10 +3,11 @@
 Memory (each bounded in entries of bounded size, so in bytes): the sessions this node
 tarpitted, triplets and clients' last tarpits it read or wrote, and the tarpits each MTA is
 sitting through. What every node must agree on lives in the store: a miss reads it there
-(the misses of many requests in one query, ``reads``), and a read that fails or takes longer
-than ``READ_TIMEOUT`` fails open. Writes are queued and committed in batches a moment later (a
-client retries minutes after, on whichever MX), so no answer waits for a commit; while the
-store is away they wait in a bounded queue.
+(on PostgreSQL the misses of many requests in one query, ``reads``; on SQLite by a plain call,
+``load_now``), and a read that fails or takes longer than ``READ_TIMEOUT`` fails open.
+Writes are queued and committed in batches a moment later (a client retries minutes after, on
+whichever MX), so no answer waits for a commit; while the store is away they wait in a bounded
+queue.
 
 A client that has no tarpit record is remembered as such for ``tarpit`` seconds only: a record
 another node makes meanwhile is of a session still in its tarpit, which this node would
