@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from s25rbl.store.models import Base
 
 target_metadata = Base.metadata
+# Nodes that start at once on one PostgreSQL migrate one at a time: each takes this advisory
+# lock (held until its transaction ends) before Alembic reads the revision, so the others then
+# find the schema current instead of running the same DDL twice. Any constant shared by s25rbl.
+MIGRATION_LOCK = 0x53325352  # "S2SR"
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +26,8 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

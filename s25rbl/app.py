@@ -24,6 +24,7 @@ from aiohttp import web
 from s25rbl.api.app import create_api
 from s25rbl.api.auth import TokenCache
 from s25rbl.api.context import ApiContext
+from s25rbl.api.guard import HttpServerLog
 from s25rbl.api.metrics import Metrics
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.config import Endpoint, Settings
@@ -32,6 +33,10 @@ from s25rbl.dns.handler import Responder
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.jobs.expiry import ExpiryScheduler
+from s25rbl.learning.ingest import MAX_BATCH, Learner
+from s25rbl.learning.judge import EngineJudge
+from s25rbl.learning.limits import ReportLimits
+from s25rbl.lists.domains import load_public_suffixes
 from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, take, total
 from s25rbl.node.runloop import run_loop
 from s25rbl.node.sync import ListSync
@@ -40,8 +45,12 @@ from s25rbl.policy.node import PolicyNode
 from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
-from s25rbl.service.entries import load_builtin_whitelist
+from s25rbl.service.starter import offer_starter
 from s25rbl.store.db import Store, migrate
+from s25rbl.ui import mount_ui
+from s25rbl.ui.context import UiContext
+from s25rbl.ui.history import History, snapshot_counters
+from s25rbl.ui.sessions import Sessions
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 
@@ -102,15 +111,22 @@ def make_responder(settings: Settings, engine: VerdictEngine, serial: Callable[[
     return Responder(zones, engine, answers, serial=serial, cache_size=dns.answer_cache_size)
 
 
+def store_connections(settings: Settings) -> int:
+    """The pool's bound: a connection for each API request at work (``api.max_concurrent``) and
+    some for the node's own work (list sync, hit counts, expiry), so neither starves the other."""
+    return settings.api.max_concurrent + 7
+
+
 async def open_store(settings: Settings, clock: Clock) -> Store:
-    """The store, migrated, with the starter whitelist on first use: whichever command opens a
-    new store first (``serve`` or the CLI) sets it up the same way."""
+    """The store, migrated, with the starter whitelist entries it was never offered (all of them
+    on first use, a new release's on upgrade): whichever command opens the store first after an
+    install or an upgrade (``serve``, ``migrate`` or another CLI command) sets it up the same way."""
     # Alembic runs its own event loop for the async engine, so it gets a thread.
     await asyncio.to_thread(migrate, settings.database.url)
-    store = Store(settings.database.url)
+    store = Store(settings.database.url, connections=store_connections(settings))
     try:
         if settings.lists.builtin_whitelist:
-            await load_builtin_whitelist(store, clock=clock)
+            await offer_starter(store, clock)
     except BaseException:
         await store.close()
         raise
@@ -139,7 +155,10 @@ class DnsNode:
 async def dns_node(settings: Settings, clock: Clock, *, set_up_store: bool) -> AsyncIterator[DnsNode]:
     """Build a node on the store with its lists loaded. ``set_up_store``: migrate it and load
     the starter whitelist first (the primary); extra workers find it set up already."""
-    store = await open_store(settings, clock) if set_up_store else Store(settings.database.url)
+    if set_up_store:
+        store = await open_store(settings, clock)
+    else:
+        store = Store(settings.database.url, connections=store_connections(settings))
     rdns: ReverseLookup | None = None
     try:
         lifetime = timedelta(seconds=settings.learning.lifetime)
@@ -223,8 +242,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 clock,
                 settings.learning,
                 changed=node.lists.reload,
+                learner=node_learner(node),
                 policy_settings=settings.policy,
             )
+            await asyncio.to_thread(load_public_suffixes)  # pools need it: not on the event loop
             policy: PolicyNode | None = None
             if settings.policy.listen is not None:  # same engine, lists, caches and store as DNS
                 refresh = settings.lists.refresh_interval
@@ -246,7 +267,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 TokenCache(services.tokens),
                 policy,
             )
-            runner = web.AppRunner(create_api(context), handle_signals=False, access_log=None)
+            api_app = create_api(context)
+            if settings.ui.enabled:
+                mount_ui(api_app, operators_page(settings, context, counters))
+            runner = web.AppRunner(api_app, handle_signals=False, access_log=None, logger=HttpServerLog())
             try:
                 policy_bound = await policy.start() if policy is not None else None
                 await runner.setup()
@@ -266,6 +290,26 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                     await policy.stop()
                 if pool is not None:
                     await asyncio.to_thread(pool.stop)
+
+
+def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], Snapshot]) -> UiContext:
+    """The operator's page of a full node: its sessions, and its figures from the node's counters."""
+    ui = settings.ui
+    history = History([lambda: snapshot_counters(counters())], size=ui.history, interval=ui.sample_interval)
+    return UiContext(api, ui, Sessions(ui.session_idle, ui.session_lifetime), history)
+
+
+def node_learner(node: DnsNode) -> Learner:
+    """Learning as the node does it: reported addresses judged by its own verdict engine (the
+    DNS answers' lists and caches), reports limited per reporter and per address."""
+    learning = node.settings.learning
+    limits = ReportLimits(
+        learning.reports_per_minute,
+        learning.address_reports_per_minute,
+        max_batch=MAX_BATCH,
+        clock=node.clock,
+    )
+    return Learner(learning, node.clock, judge=EngineJudge(node.engine), limits=limits)
 
 
 async def _watch_workers(pool: WorkerPool) -> None:

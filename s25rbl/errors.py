@@ -54,8 +54,28 @@ class ListFileError(S25rblError):
         self.errors = errors
 
 
+class StarterFormatError(S25rblError):
+    """A malformed line of a starter whitelist file (``line`` counts from 1; 0: the whole file).
+    In the file shipped with s25rbl it means a damaged installation: nothing of it is loaded."""
+
+    def __init__(self, source: str, line: int, message: str) -> None:
+        super().__init__(f"{source}, line {line}: {message}" if line else f"{source}: {message}")
+        self.source = source
+        self.line = line
+        self.message = message
+
+
 class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
+
+
+class ReportsLimited(S25rblError):
+    """A reporter sent more reports than ``learning.reports_per_minute`` allows: nothing of the
+    batch was taken; send it again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Drop(S25rblError):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Python dependencies in .venv, and the real programs
-# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, postgrey) from
-# Debian's packages when they are missing, and Exim unpacked into .cache/exim
-# (scripts/unpack-exim.sh).
+# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, postgrey,
+# nginx, headless Chromium and its chromedriver) from Debian's packages when they are missing,
+# Exim unpacked into .cache/exim (scripts/unpack-exim.sh), and axe-core from npm into .cache/axe.
 # PostgreSQL tests use the server at 127.0.0.1:5432 (or S25RBL_TEST_PG) and skip without one,
 # except under CI.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k handler`.
@@ -20,6 +20,11 @@ command -v dnsperf >/dev/null || need+=(dnsperf)
 [ -x /usr/sbin/postgrey ] || need+=(postgrey)  # bench/policy.py compares the policy service with it
 command -v ip >/dev/null || need+=(iproute2)
 command -v psql >/dev/null || need+=(postgresql-client)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)  # checks deploy/nginx's TLS proxy sample
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${need[*]} (run as root, or install them first)" >&2
@@ -37,6 +42,10 @@ fi
 if [ -z "${S25RBL_TEST_EXIM:-}" ]; then
     scripts/unpack-exim.sh || echo "Exim is not available: the Exim tests will skip (or fail under CI)" >&2
 fi
+
+# The operator's page's accessibility check injects axe-core (a file, fetched once).
+[ -f .cache/axe/node_modules/axe-core/axe.min.js ] ||
+    npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4 >/dev/null
 
 scripts/bootstrap.sh "test,fast"
 if [ -n "${S25RBL_COVERAGE:-}" ]; then

@@ -7,8 +7,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from s25rbl.api import entries, index, learning, observe, policy
-from s25rbl.api.auth import auth_middleware
+from s25rbl.api.auth import FailedLogins, auth_middleware
 from s25rbl.api.context import CONTEXT, ApiContext, context_of
+from s25rbl.api.guard import Gate, guard_middleware
 from s25rbl.api.metrics import metrics_middleware
 from s25rbl.api.problems import problems_middleware
 
@@ -31,7 +32,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     """Every route of the API (``openapi.yaml`` describes exactly these)."""
-    app.router.add_get("/", index.index)  # the operator's page will answer here instead
+    app.router.add_get("/", index.index)  # leads to the operator's page when it is on
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -43,14 +44,21 @@ def setup_routes(app: web.Application) -> None:
 
 def create_api(context: ApiContext) -> web.Application:
     api = context.settings.api
+    failures = FailedLogins(context.services.audit)
     app = web.Application(
         middlewares=[
             metrics_middleware(context.metrics),
             problems_middleware,
-            auth_middleware(context.tokens, api.metrics_public),
+            guard_middleware(Gate(api.max_concurrent), api.max_body),
+            auth_middleware(context.tokens, api.metrics_public, failures),
         ],
         client_max_size=api.max_body,
     )
     app[CONTEXT] = context
+
+    async def close_failures(_app: web.Application) -> None:
+        await failures.close()
+
+    app.on_cleanup.append(close_failures)
     setup_routes(app)
     return app

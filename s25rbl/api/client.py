@@ -4,6 +4,7 @@ GET elsewhere, and a token must not travel to another host."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -61,6 +62,32 @@ class ApiClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ApiUnreachable(f"{self.base}: cannot reach the API ({reason})") from None
+
+    def stream(self, path: str, size: int = 64 * 1024) -> Iterator[bytes]:
+        """A GET's body in pieces as they arrive (an export of any size costs a piece of memory).
+        An answer cut short (the server lost its store midway, the connection broke) raises
+        ApiUnreachable: whatever came before it is not the whole answer."""
+        request = urllib.request.Request(self.base + path, method="GET")
+        request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            response = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            retry = _retry_after(exc.headers.get("Retry-After"))
+            raise ApiError(problem_lines(exc), exc.code, retry_after=retry) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ApiUnreachable(f"{self.base}: cannot reach the API ({reason})") from None
+        with response:
+            while True:
+                try:
+                    piece: bytes = response.read(size)
+                except (http.client.HTTPException, OSError) as exc:
+                    raise ApiUnreachable(
+                        f"{self.base}: the answer was cut short ({type(exc).__name__}); it is incomplete"
+                    ) from None
+                if not piece:
+                    return
+                yield piece
 
     def json(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
         body = json.dumps(payload, ensure_ascii=False).encode() if payload is not None else None

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
-import json
+import logging
 
 from aiohttp import web
 
 from s25rbl.api import schemas
 from s25rbl.api.auth import principal_of, requires
 from s25rbl.api.context import context_of
+from s25rbl.api.guard import BATCH_BODY, LARGE_BODY, accepts, read_body
 from s25rbl.api.problems import Problem
+from s25rbl.errors import StoreUnavailable
 from s25rbl.lists.formats import FORMATS_OUT, entry_dict, parse_csv, parse_entry_objects, parse_list_file
 from s25rbl.lists.values import EntrySpec
+
+log = logging.getLogger(__name__)
 
 IMPORT_TYPES = {"text/plain": "postfix", "text/csv": "csv", "application/json": "json"}
 EXPORT_TYPES = {
@@ -32,6 +36,7 @@ async def entries_list(request: web.Request) -> web.Response:
 
 
 @requires("write")
+@accepts(BATCH_BODY)
 async def entries_create(request: web.Request) -> web.Response:
     context = context_of(request)
     body = await schemas.read_json(request)
@@ -66,35 +71,34 @@ async def entry_delete(request: web.Request) -> web.Response:
 
 
 @requires("write")
+@accepts(LARGE_BODY)
 async def import_entries(request: web.Request) -> web.Response:
     schemas.only_params(request.query, {"list"})
     default_list = schemas.list_param(request.query)
     fmt = IMPORT_TYPES.get(request.content_type)
     if fmt is None:
         raise Problem(415, "send text/plain (Postfix table or plain lines), text/csv or application/json")
-    raw = await request.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Problem(400, "the body is not UTF-8 text") from None
+    raw = await read_body(request)
     specs: list[EntrySpec]
     if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise Problem(400, f"the body is not valid JSON: {exc}") from None
-        specs = parse_entry_objects(data)
-    elif fmt == "csv":
-        specs = parse_csv(text)
+        specs = parse_entry_objects(schemas.parse_json(raw))
     else:
-        specs = parse_list_file(text, default_list)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Problem(400, f"the body is not UTF-8 text: byte {exc.start} is invalid") from None
+        specs = parse_csv(text) if fmt == "csv" else parse_list_file(text, default_list)
     lists = context_of(request).services.lists
     added, present = await lists.import_specs(specs, actor=principal_of(request).actor)
     return web.json_response({"added": added, "already_present": present})
 
 
 @requires("read")
-async def export_entries(request: web.Request) -> web.Response:
+async def export_entries(request: web.Request) -> web.StreamResponse:
+    """Streamed a page of entries at a time, so its size is bounded by nothing but the lists and
+    the memory it takes by one page. Should the store fail midway, the connection is cut
+    before the final chunk: the client sees an incomplete answer, never a short one that looks
+    whole."""
     schemas.only_params(request.query, {"format", "list", "learned"})
     fmt = request.query.get("format", "json")
     if fmt not in FORMATS_OUT:
@@ -105,8 +109,26 @@ async def export_entries(request: web.Request) -> web.Response:
         )
     list_ = schemas.list_param(request.query)
     learned = schemas.bool_param(request.query, "learned") is not False
-    text = await context_of(request).services.lists.export(fmt, list_, learned=learned)
-    return web.Response(text=text, content_type=EXPORT_TYPES[fmt])
+    pieces = context_of(request).services.lists.export_pieces(fmt, list_, learned=learned)
+    try:
+        # The head and the first page before the status line: a store that is away is still a 503.
+        first = await anext(pieces) + await anext(pieces)
+        response = web.StreamResponse(headers={"Content-Type": f"{EXPORT_TYPES[fmt]}; charset=utf-8"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(first.encode())
+        try:
+            async for piece in pieces:
+                await response.write(piece.encode())
+        except StoreUnavailable as exc:
+            log.warning("export to %s cut short: %s", request.remote, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        await pieces.aclose()
 
 
 def setup(app: web.Application) -> None:

@@ -1,7 +1,8 @@
-"""``GET /``: a small page that says what this address serves, open to anyone.
+"""``GET /``: the operator's page (``/ui/``) when it is on; else a small page that says what
+this address serves, open to anyone.
 
-It names no list, entry, zone, version or setting: only the open routes (the API description,
-the probes, ``/metrics`` when it is public) and where the operator's page will be.
+The page names no list, entry, zone, version or setting: only the open routes (the API
+description, the probes, ``/metrics`` when it is public), and that the operator's page is off.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ _PAGE = """<!doctype html>
 <li><a href="/healthz">/healthz</a>: the process is alive</li>
 <li><a href="/readyz">/readyz</a>: the store is reachable and the lists are loaded</li>
 {metrics}</ul>
-<p>The operator's page (review what was learned, explain a verdict, edit the lists) will be
-served at <code>/ui/</code>.</p>
+<p>The operator's page (review what was learned, explain a verdict, edit the lists) is turned
+off on this node; with <code>ui.enabled = true</code> it is served at <code>/ui/</code>.</p>
 </body>
 </html>
 """
@@ -50,5 +51,8 @@ def render(metrics_public: bool) -> str:
 
 
 async def index(request: web.Request) -> web.Response:
-    page = render(context_of(request).settings.api.metrics_public)
+    settings = context_of(request).settings
+    if settings.ui.enabled:
+        return web.Response(status=302, headers={**HEADERS, "Location": "/ui/"})
+    page = render(settings.api.metrics_public)
     return web.Response(text=page, content_type="text/html", charset="utf-8", headers=HEADERS)

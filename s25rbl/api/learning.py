@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from s25rbl.api import schemas
 from s25rbl.api.auth import principal_of, requires
 from s25rbl.api.context import context_of
+from s25rbl.api.guard import BATCH_BODY, accepts
 from s25rbl.api.problems import Problem
-from s25rbl.errors import InvalidEntry
+from s25rbl.errors import InvalidEntry, ReportsLimited
 from s25rbl.learning.ingest import MAX_BATCH
 from s25rbl.lists.values import check_reason, parse_ip
 from s25rbl.service.learning import SUGGESTION_STATUSES
@@ -16,6 +19,7 @@ from s25rbl.service.views import entry_dict, forbidden_dict, learned_dicts, sugg
 
 
 @requires("report")
+@accepts(BATCH_BODY)
 async def reports_create(request: web.Request) -> web.Response:
     context = context_of(request)
     body = await schemas.read_json(request)
@@ -30,9 +34,21 @@ async def reports_create(request: web.Request) -> web.Response:
             raise Problem(413, f"at most {MAX_BATCH} reports per request; got {len(items)}")
     else:
         items = [body]
-    result = await context.services.learning.report(items, reporter=principal_of(request).actor)
-    for outcome in ("accepted", "duplicate", "refused"):
-        context.metrics.reports.labels(outcome).inc(getattr(result, outcome))
+    try:
+        result = await context.services.learning.report(items, reporter=principal_of(request).actor)
+    except ReportsLimited as exc:
+        context.metrics.reports.labels("limited").inc(len(items))
+        raise Problem(
+            429, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        ) from None
+    outcomes = {
+        "accepted": result.accepted,
+        "duplicate": result.duplicate,
+        "refused": result.refused - result.limited,
+        "limited": result.limited,
+    }
+    for outcome, count in outcomes.items():
+        context.metrics.reports.labels(outcome).inc(count)
     return web.json_response(result.as_json(), status=202)
 
 
@@ -44,7 +60,31 @@ async def learned_list(request: web.Request) -> web.Response:
     items = learned_dicts(page)
     next_cursor = str(page.entries[limit - 1].id) if len(page.entries) > limit else None
     forbidden = [forbidden_dict(b) for b in page.forbidden]
-    return web.json_response({"items": items[:limit], "next_cursor": next_cursor, "forbidden": forbidden})
+    more = page.forbidden[-1].ip if page.forbidden_more else None
+    return web.json_response(
+        {
+            "items": items[:limit],
+            "next_cursor": next_cursor,
+            "forbidden": forbidden,
+            "forbidden_next_cursor": more,
+        }
+    )
+
+
+@requires("read")
+async def forbidden_list(request: web.Request) -> web.Response:
+    """Every address forbidden to learn, paged (``GET /v1/learned`` shows only the first ones)."""
+    schemas.only_params(request.query, {"cursor", "limit"})
+    after = ""
+    if "cursor" in request.query:
+        try:
+            after = str(parse_ip(request.query["cursor"], "cursor"))
+        except InvalidEntry as exc:
+            raise schemas.field_problem(exc) from None
+    limit = schemas.int_param(request.query, "limit", 100, 1, schemas.MAX_PAGE)
+    rows = await context_of(request).services.learning.forbidden(after=after, limit=limit + 1)
+    next_cursor = rows[limit - 1].ip if len(rows) > limit else None
+    return web.json_response({"items": [forbidden_dict(b) for b in rows[:limit]], "next_cursor": next_cursor})
 
 
 @requires("write")
@@ -96,6 +136,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/v1/reports", reports_create)
     r.add_get("/v1/learned", learned_list)
+    r.add_get("/v1/forbidden", forbidden_list)
     r.add_delete("/v1/learned/{ip}", learned_delete)
     r.add_get("/v1/suggestions", suggestions_list)
     r.add_post("/v1/suggestions/{id}/approve", suggestion_approve)

@@ -24,6 +24,7 @@ TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid input",
+    429: "Too many requests",
     500: "Internal error",
     503: "Store unavailable",
 }
@@ -39,8 +40,10 @@ class Problem(Exception):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(detail)
+        self.title = title or TITLES.get(status, "Error")
         self.status = status
         self.detail = detail
         self.errors = errors or []
@@ -50,7 +53,7 @@ class Problem(Exception):
 def problem_response(problem: Problem, instance: str = "") -> web.Response:
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": TITLES.get(problem.status, "Error"),
+        "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
     }

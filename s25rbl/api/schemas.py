@@ -9,8 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from s25rbl.api.guard import read_body
 from s25rbl.api.problems import Problem
 from s25rbl.errors import InvalidEntry
+from s25rbl.lists.starter import check_release
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, check_reason, parse_expiry
 from s25rbl.store.entries import EntryFilter
 
@@ -18,16 +20,93 @@ MAX_BATCH = 1000
 MAX_PAGE = 1000
 ENTRY_FIELDS = {"list", "kind", "value", "reason", "expires_at"}
 PATCH_FIELDS = {"reason", "expires_at"}
+MAX_DEPTH = 32  # the API's bodies nest 3 deep; anything deeper is refused
+MAX_NUMBER = 40  # characters of one number literal: int64 and doubles fit; 5,000 digits do not
+
+
+def _number(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(literal: str) -> Any:
+        if len(literal) > MAX_NUMBER:
+            raise Problem(400, f"the body is not acceptable JSON: a number of {len(literal)} characters")
+        value = kind(literal)
+        if value in (float("inf"), float("-inf")):
+            raise Problem(400, f"the body is not acceptable JSON: {literal} is out of range")
+        return value
+
+    return parse
+
+
+def _constant(name: str) -> Any:
+    raise Problem(400, f"the body is not valid JSON: {name} is not a JSON value")
+
+
+def _members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise Problem(400, f"the body is not acceptable JSON: {key!r} twice in one object")
+            seen.add(key)
+    return members
+
+
+def _check_tree(value: Any, path: str, depth: int) -> None:
+    """Depth, and text that cannot be stored: a lone UTF-16 surrogate (``"\\ud800"``) is valid
+    JSON syntax but not text; no database driver can encode it."""
+    if depth > MAX_DEPTH:
+        raise Problem(400, f"the body is not acceptable JSON: it nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                field = path or "body"
+                problem = "contains a lone UTF-16 surrogate; send Unicode text"
+                raise Problem(
+                    400, f"{field}: {problem}", errors=[{"field": field, "problem": problem}]
+                ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_tree(key, path or "body", depth + 1)
+            _check_tree(item, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_tree(item, f"{path}[{i}]", depth + 1)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as I-JSON (RFC 7493): UTF-8, no duplicate members, no lone surrogates, and
+    bounded: at most ``MAX_DEPTH`` levels, numbers of at most ``MAX_NUMBER`` characters. Anything
+    else is a 400 naming the problem, before any route logic runs."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the body is not UTF-8: byte {exc.start} is invalid") from None
+    try:
+        value = json.loads(
+            text,
+            parse_int=_number(int),
+            parse_float=_number(float),
+            parse_constant=_constant,
+            object_pairs_hook=_members,
+        )
+    except json.JSONDecodeError as exc:
+        raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The parser ran out of stack long before memory: far deeper than MAX_DEPTH anyway.
+        raise Problem(
+            400, f"the body is not acceptable JSON: it nests deeper than {MAX_DEPTH} levels"
+        ) from None
+    _check_tree(value, "", 0)
+    return value
 
 
 async def read_json(request: web.Request) -> Any:
+    """The JSON body of a request, within the route's body limit (413 beyond), as ``parse_json``."""
     if request.content_type != "application/json":
         raise Problem(415, f"send application/json, not {request.content_type or 'no content type'}")
-    raw = await request.read()  # aiohttp enforces client_max_size here: 413
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    return parse_json(await read_body(request))
 
 
 def _invalid(field: str, problem: str) -> Problem:
@@ -137,7 +216,8 @@ def int_param(query: Mapping[str, str], name: str, default: int, low: int, high:
     if value is None:
         return default
     # isascii: str.isdigit() is true for "²", which int() refuses; ids are ASCII digits.
-    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+    # len: int() refuses more than 4,300 digits, and nothing here needs more than 19.
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) or not low <= int(value) <= high:
         raise _invalid(name, f"{value!r}: a whole number from {low} to {high}")
     return int(value)
 
@@ -163,7 +243,7 @@ def bool_param(query: Mapping[str, str], name: str) -> bool | None:
 
 
 def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
-    allowed = {"list", "kind", "source", "q", "expired", "cursor", "limit"}
+    allowed = {"list", "kind", "source", "starter_release", "q", "expired", "cursor", "limit"}
     extra = sorted(set(query) - allowed)
     if extra:
         raise _invalid(extra[0], "unknown query parameter")
@@ -171,6 +251,12 @@ def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
     if text is not None and len(text) > 200:
         raise _invalid("q", "at most 200 characters")
     expired = bool_param(query, "expired")
+    release = query.get("starter_release")
+    if release is not None:
+        try:
+            check_release(release, "starter_release")
+        except InvalidEntry as exc:
+            raise field_problem(exc) from None
     return (
         EntryFilter(
             list=_enum_param(query, "list", ListName),
@@ -179,6 +265,7 @@ def entry_filter(query: Mapping[str, str]) -> tuple[EntryFilter, bool | None]:
             text=text or None,
             include_expired=expired is not False,
             only_expired=expired is True,
+            starter_release=release,
         ),
         expired,
     )

@@ -5,8 +5,10 @@ in the API's JSON shapes, so a command prints the same whichever it uses."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import urllib.parse
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,7 +37,7 @@ class Backend(Protocol):
     async def import_text(
         self, text: str, fmt: str, default_list: ListName | None, actor: str
     ) -> tuple[int, int]: ...
-    async def export(self, fmt: str, list_: ListName | None, learned: bool) -> str: ...
+    def export(self, fmt: str, list_: ListName | None, learned: bool) -> AsyncIterator[str]: ...
     async def check(
         self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None
     ) -> dict[str, Any]: ...
@@ -70,8 +72,8 @@ class LocalBackend:
         specs = parse_import(text, fmt, default_list)
         return await self.services.lists.import_specs(specs, actor=actor)
 
-    async def export(self, fmt: str, list_: ListName | None, learned: bool) -> str:
-        return await self.services.lists.export(fmt, list_, learned=learned)
+    def export(self, fmt: str, list_: ListName | None, learned: bool) -> AsyncIterator[str]:
+        return self.services.lists.export_pieces(fmt, list_, learned=learned)
 
     async def check(
         self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None
@@ -123,11 +125,14 @@ class RemoteBackend:
         return result
 
     async def list_entries(self, flt: EntryFilter) -> list[dict[str, Any]]:
-        params = {
-            k: str(v)
-            for k, v in (("list", flt.list), ("kind", flt.kind), ("source", flt.source), ("q", flt.text))
-            if v
-        }
+        given = (
+            ("list", flt.list),
+            ("kind", flt.kind),
+            ("source", flt.source),
+            ("starter_release", flt.starter_release),
+            ("q", flt.text),
+        )
+        params = {k: str(v) for k, v in given if v}
         if not flt.include_expired:
             params["expired"] = "false"
         return await asyncio.to_thread(lambda: list(self._api.pages("/v1/entries", params)))
@@ -149,12 +154,16 @@ class RemoteBackend:
         result = json.loads(data)
         return int(result["added"]), int(result["already_present"])
 
-    async def export(self, fmt: str, list_: ListName | None, learned: bool) -> str:
+    async def export(self, fmt: str, list_: ListName | None, learned: bool) -> AsyncIterator[str]:
+        """The server's export as it arrives (read in a thread, a piece at a time)."""
         params = {"format": fmt, "learned": "true" if learned else "false"}
         if list_ is not None:
             params["list"] = list_.value
-        data = await asyncio.to_thread(self._api.call, "GET", f"/v1/export?{urllib.parse.urlencode(params)}")
-        return data.decode()
+        pieces = self._api.stream(f"/v1/export?{urllib.parse.urlencode(params)}")
+        text = codecs.getincrementaldecoder("utf-8")()
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            yield text.decode(piece)
+        yield text.decode(b"", final=True)
 
     async def check(
         self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None

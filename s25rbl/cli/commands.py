@@ -21,6 +21,7 @@ from s25rbl.clock import SystemClock
 from s25rbl.config import Endpoint, Settings
 from s25rbl.errors import InvalidEntry
 from s25rbl.jobs.expiry import expire_once, expire_policy
+from s25rbl.lists.starter import check_release
 from s25rbl.lists.values import (
     EntryKind,
     EntrySource,
@@ -89,6 +90,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  policy service on {policy} (mode {mode})", flush=True)
         if api is not None:
             print(f"  API on http://{api}/  store {settings.database.url}", flush=True)
+            if settings.ui.enabled:
+                print(f"  operator's page on http://{api}/ui/ (sign in with an API token)", flush=True)
         first = dns[0]
         print(f"  try: dig @{first.host} -p {first.port} 2.0.0.127.{settings.dns.zone} A", flush=True)
 
@@ -111,7 +114,14 @@ def _listen_summary(settings: Settings) -> str:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    migrate(settings.database.url, args.revision)
+    if args.revision == "head":
+        # Up to date means the starter whitelist too: a new release's entries are added here.
+        async def up() -> None:
+            await (await open_store(settings, SystemClock())).close()
+
+        run_loop(up())
+    else:
+        migrate(settings.database.url, args.revision)
     print(f"database at revision {current_revision(settings.database.url)}")
     return 0
 
@@ -161,12 +171,14 @@ def cmd_entries_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_entries_list(settings: Settings, args: argparse.Namespace) -> int:
+    release = args.starter_release
     flt = EntryFilter(
         list=ListName(args.list) if args.list else None,
         kind=EntryKind(args.kind) if args.kind else None,
         source=EntrySource(args.source) if args.source else None,
         text=args.search,
         include_expired=not args.active,
+        starter_release=check_release(release, "--starter-release") if release is not None else None,
     )
     print_entries(_with_backend(settings, args, lambda backend: backend.list_entries(flt)), args.json)
     return 0
@@ -204,8 +216,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     list_ = ListName(args.list) if args.list else None
-    text = _with_backend(settings, args, lambda backend: backend.export(args.format, list_, args.learned))
-    sys.stdout.write(text)
+
+    async def write(backend: Backend) -> None:
+        async for piece in backend.export(args.format, list_, args.learned):
+            sys.stdout.write(piece)
+
+    _with_backend(settings, args, write)
     return 0
 
 

@@ -60,7 +60,9 @@ def print_entries(entries: list[dict[str, Any]], as_json: bool) -> None:
         return
     for e in entries:
         expiry = f" expires {e['expires_at'][:16].replace('T', ' ')}" if e["expires_at"] else ""
-        line = f"{e['id']:>6} {e['list']:<5} {e['kind']:<8} {e['value']:<40} {e['source']:<8}"
+        # A builtin entry shows the release whose starter whitelist added it: builtin@0.2.0.
+        source = f"{e['source']}@{e['starter_release']}" if e.get("starter_release") else e["source"]
+        line = f"{e['id']:>6} {e['list']:<5} {e['kind']:<8} {e['value']:<40} {source:<13}"
         print(f"{line} hits {e['hit_count']}{expiry}  {e['reason']}")
 
 

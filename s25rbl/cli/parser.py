@@ -51,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("migrate", help="upgrade the database to the current schema")
-    p.add_argument("--revision", default="head", help="target revision (default: head)")
+    p = sub.add_parser(
+        "migrate",
+        help="upgrade the database to the current schema and add the starter whitelist entries "
+        "this release brings (unless lists.builtin_whitelist = false)",
+    )
+    p.add_argument(
+        "--revision", default="head", help="target revision (default: head; any other: the schema only)"
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser(
@@ -84,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", choices=[m.value for m in ListName])
     p.add_argument("--kind", choices=[m.value for m in EntryKind])
     p.add_argument("--source", choices=[m.value for m in EntrySource])
+    p.add_argument(
+        "--starter-release",
+        metavar="RELEASE",
+        help="only the starter whitelist entries that this s25rbl release added (e.g. 0.2.0)",
+    )
     p.add_argument("--search", help="text in the value or reason")
     p.add_argument("--active", action="store_true", help="leave out expired entries")
     p.add_argument("--json", action="store_true")

@@ -1,6 +1,6 @@
 """Expiry: reports that can no longer count, learned entries past their lifetime, entries past
 their expiry, and the policy service's old state are removed on an interval (APScheduler 3.x,
-in the serve process).
+in the serve process); every entry removed is in the audit log.
 
 Each run is plain DELETEs by time in one transaction, so it is idempotent and any number of
 nodes sharing one database may run it at once: a row is deleted by whichever node gets there
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -19,28 +19,49 @@ from apscheduler.triggers.interval import IntervalTrigger
 from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.errors import StoreUnavailable
+from s25rbl.lists.values import EntryRow
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.learning import ReportRepository
 from s25rbl.store.policy import PassRepository, TarpitRepository, TripletRepository
+from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
 
+ACTOR = "s25rbl:expiry"
+AUDITED_EACH = 1000  # removed entries audited one by one per run; the rest as one count
+
 
 async def expire_once(store: Store, clock: Clock, settings: LearningSettings) -> dict[str, int]:
-    """One expiry pass; returns what it removed, by kind."""
+    """One expiry pass; returns what it removed, by kind. Each removed entry is audited."""
     now = clock.now()
     async with store.transaction() as session:
         reports = await ReportRepository(session).delete_older_than(now - timedelta(seconds=settings.window))
         entries = EntryRepository(session)
         learned = await entries.delete_expired(now, learned=True)
         manual = await entries.delete_expired(now, learned=False)
-    removed = {"reports": reports, "learned": learned, "entries": manual}
+        audit = AuditRepository(session)
+        await _audit(audit, now, "learned.expire", learned)
+        await _audit(audit, now, "entry.expire", manual)
+    removed = {"reports": reports, "learned": len(learned), "entries": len(manual)}
     if any(removed.values()):
         log.info(
-            "expiry removed %d reports, %d learned entries, %d expired entries", reports, learned, manual
+            "expiry removed %d reports, %d learned entries, %d expired entries",
+            reports,
+            len(learned),
+            len(manual),
         )
     return removed
+
+
+async def _audit(audit: AuditRepository, now: datetime, action: str, rows: list[EntryRow]) -> None:
+    """One audit event per removed entry, up to ``AUDITED_EACH`` a run; one for the rest."""
+    for row in rows[:AUDITED_EACH]:
+        expired = row.expires_at.isoformat() if row.expires_at else ""
+        detail = f"{row.list}list {row.kind} {row.value}, expired {expired}"
+        await audit.add(now, ACTOR, action, f"#{row.id}", detail)
+    if len(rows) > AUDITED_EACH:
+        await audit.add(now, ACTOR, action, "", f"and {len(rows) - AUDITED_EACH} more in this run")
 
 
 async def expire_policy(store: Store, clock: Clock, settings: PolicySettings) -> dict[str, int]:

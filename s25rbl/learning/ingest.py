@@ -1,39 +1,51 @@
-"""Taking reports: validate each, store it once, and learn what the retries show.
+"""Taking reports: validate each, judge its address as s25rbl sees it, store it once, and learn
+what the retries show (product §5).
 
-One batch is one transaction. A report that is refused (bad field, time outside the window)
-refuses only itself; the answer says why, per report.
+What counts is what s25rbl saw itself: when it received a report, and its own verdict on the
+address then (``judge.py``: only an address S25R lists, .2 or .4, can be learned, and a pool is
+judged by the names s25rbl confirmed). A reporter's time and client name are evidence only.
+
+A batch costs little and holds the store briefly: validation yields to the event loop (which
+answers DNS) every few reports, addresses are judged before any transaction, reports are stored
+in short transactions of at most ``CHUNK``, and each retry or pool is counted with a few index
+seeks, however many reports it has. A refused report (a bad field, a time outside the window,
+an address reported too often) refuses only itself; the answer says why, per report.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings
-from s25rbl.errors import DuplicateEntry, InvalidEntry
-from s25rbl.learning.retries import count_retries
-from s25rbl.learning.senders import normalise_recipient, normalise_sender
+from s25rbl.errors import DuplicateEntry, InvalidEntry, ReportsLimited
+from s25rbl.learning.judge import Judge, Listing, judge_all
+from s25rbl.learning.limits import ReportLimits
+from s25rbl.learning.pools import Pool, suggest
+from s25rbl.learning.reports import build_report
 from s25rbl.lists.domains import registrable_domain
-from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, parse_ip
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository
-from s25rbl.store.learning import LearnBlockRepository, ReportRepository, SuggestionRepository
-from s25rbl.store.models import Entry, Report, Suggestion
+from s25rbl.store.learning import LearnBlockRepository, ReportRepository
+from s25rbl.store.models import Report
 from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
 
-REPORT_FIELDS = {"client_ip", "client_name", "helo", "sender", "recipient", "time", "idempotency_key"}
 MAX_BATCH = 1000
-CLOCK_SKEW = timedelta(minutes=5)  # reporters' clocks may run a little ahead of ours
+CHUNK = 50  # reports per write transaction: an operator's write waits for one chunk at most
+OTHERS_FIRST = 1.0  # seconds a chunk waits at most for other units of work (SQLite)
+YIELD_EVERY = 50  # reports validated between two turns of the event loop
+RENEW_EVERY = timedelta(hours=1)  # a learned address's lifetime is rewritten at most this often
 
 
 @dataclass
@@ -46,6 +58,15 @@ class IngestResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
     learned: list[str] = field(default_factory=list)
     suggested: list[str] = field(default_factory=list)
+    limited: int = 0  # refused because their address was reported too often (within ``refused``)
+    lists_changed: bool = False  # learned, or a pool approved: the node reloads its lists
+
+    def refuse(self, index: int, field: str, problem: str, status: int = 422) -> None:
+        self.refused += 1
+        error: dict[str, Any] = {"index": index, "field": field, "problem": problem}
+        if status != 422:
+            error["status"] = status
+        self.errors.append(error)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,216 +79,175 @@ class IngestResult:
         }
 
 
-def _text(body: dict[str, Any], name: str, limit: int, *, required: bool, default: str = "") -> str:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise InvalidEntry(name, "is required")
-        return default
-    if not isinstance(value, str):
-        raise InvalidEntry(name, "must be a string")
-    if len(value) > limit:
-        raise InvalidEntry(name, f"longer than {limit} characters")
-    if any(ord(c) < 32 for c in value):
-        raise InvalidEntry(name, "control characters are not allowed")
-    return value
-
-
-def build_report(body: Any, *, reporter: str, now: datetime, window: timedelta) -> Report:
-    """Validate one report object; raises InvalidEntry naming the field."""
-    if not isinstance(body, dict):
-        raise InvalidEntry("report", "must be a JSON object")
-    unknown = sorted(set(body) - REPORT_FIELDS)
-    if unknown:
-        raise InvalidEntry(unknown[0], "unknown field")
-    ip = str(parse_ip(_text(body, "client_ip", 64, required=True), "client_ip"))
-    name = _text(body, "client_name", 255, required=False, default="unknown").lower().rstrip(".") or "unknown"
-    helo = _text(body, "helo", 255, required=False)
-    sender = _text(body, "sender", 512, required=True)
-    recipient = normalise_recipient(_text(body, "recipient", 512, required=True))
-    if not recipient:
-        raise InvalidEntry("recipient", "may not be empty")
-    when = now
-    if body.get("time") is not None:
-        raw = _text(body, "time", 64, required=True)
-        try:
-            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidEntry("time", f"{raw!r} is not an ISO 8601 date-time") from None
-        if when.tzinfo is None:
-            raise InvalidEntry("time", "needs a time zone, e.g. 2026-11-23T21:50:01+00:00")
-        when = when.astimezone(UTC)
-        if when > now + CLOCK_SKEW:
-            raise InvalidEntry("time", "is in the future")
-        if when < now - window:
-            raise InvalidEntry("time", "is older than the retry window; it can no longer count")
-    key = _text(body, "idempotency_key", 160, required=False)
-    if not key:
-        # No key given: the report's own content is its identity.
-        key = hashlib.sha256(f"{reporter}|{ip}|{sender}|{recipient}|{when.isoformat()}".encode()).hexdigest()
-    return Report(
-        idempotency_key=key,
-        reported_at=when,
-        received_at=now,
-        reporter=reporter,
-        client_ip=ip,
-        client_name=name,
-        helo=helo,
-        sender=sender,
-        sender_norm=normalise_sender(sender),
-        recipient=recipient,
-    )
+async def learn_address(
+    session: AsyncSession,
+    ip: str,
+    *,
+    reason: str,
+    now: datetime,
+    lifetime: timedelta,
+    actor: str = "learning",
+) -> bool:
+    """Learn ``ip`` into the whitelist for ``lifetime`` (inside the caller's unit of work),
+    audited. False if the operator forbade it, or another node learned it a moment ago."""
+    if await LearnBlockRepository(session).blocked(ip):
+        log.info("not learning %s: the operator forbade it", ip)
+        return False
+    spec = EntrySpec(ListName.WHITE, EntryKind.IP, ip, reason[:255])
+    try:
+        await EntryRepository(session).add(
+            spec, source=EntrySource.LEARNED, creator=actor, now=now, expires_at=now + lifetime
+        )
+    except DuplicateEntry:
+        return False  # learned once
+    await AuditRepository(session).add(now, actor, "learned", ip, reason[:2000])
+    log.info("learned %s: %s", ip, reason)
+    return True
 
 
 class Learner:
-    """Applies the learning rules of product §5 inside one unit of work."""
+    """Applies the learning rules of product §5, judged by ``judge`` (the node's verdict
+    engine; None: nothing is judged, so nothing is learned) within ``limits``."""
 
-    def __init__(self, settings: LearningSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: LearningSettings,
+        clock: Clock,
+        *,
+        judge: Judge | None = None,
+        limits: ReportLimits | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.judge = judge
+        self.limits = limits
+        self._writing = asyncio.Lock()
         self.window = timedelta(seconds=settings.window)
         self.min_interval = timedelta(seconds=settings.min_interval)
         self.lifetime = timedelta(seconds=settings.lifetime)
 
     async def ingest(self, store: Store, bodies: Sequence[Any], reporter: str) -> IngestResult:
+        """Take a batch; ReportsLimited (nothing taken) if ``reporter`` sent too many lately."""
+        if self.limits is not None:
+            wait = min(self.limits.reporters.take(reporter, len(bodies)), 3600.0)
+            if wait:
+                per_minute = self.settings.reports_per_minute
+                raise ReportsLimited(
+                    f"more than {per_minute:g} reports a minute from {reporter}; nothing of this batch "
+                    f"was taken: send it again in {math.ceil(wait)} s",
+                    retry_after=wait,
+                )
         result = IngestResult()
         now = self.clock.now()
-        async with store.transaction() as session:
-            reports = ReportRepository(session)
-            for index, body in enumerate(bodies):
-                try:
-                    report = build_report(body, reporter=reporter, now=now, window=self.window)
-                except InvalidEntry as exc:
-                    result.refused += 1
-                    result.errors.append({"index": index, "field": exc.field, "problem": exc.problem})
-                    continue
-                if not await reports.add(report):
-                    result.duplicate += 1
-                    continue
-                result.accepted += 1
-                await self._learn_from(session, report, now, result)
+        taken = await self._validate(bodies, reporter, now, result)
+        listings = await judge_all(self.judge, (r.client_ip for r in taken))
+        self._mark(taken, listings)
+        for start in range(0, len(taken), CHUNK):
+            # One chunk of this node's reports at a time, after any other unit of work of the
+            # process (an operator's write) that is waiting on SQLite.
+            async with self._writing:
+                await store.after_others(OTHERS_FIRST)
+                async with store.transaction() as session:
+                    await self._store(session, taken[start : start + CHUNK], now, result)
         return result
 
-    async def _learn_from(
-        self, session: AsyncSession, report: Report, now: datetime, result: IngestResult
+    async def _validate(
+        self, bodies: Sequence[Any], reporter: str, now: datetime, result: IngestResult
+    ) -> list[Report]:
+        taken: list[Report] = []
+        for index, body in enumerate(bodies):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            try:
+                report = build_report(body, reporter=reporter, now=now, window=self.window)
+            except InvalidEntry as exc:
+                result.refuse(index, exc.field, exc.problem)
+                continue
+            if self.limits is not None and self.limits.addresses.take(report.client_ip):
+                per_minute = self.settings.address_reports_per_minute
+                result.refuse(
+                    index,
+                    "client_ip",
+                    f"more than {per_minute:g} reports a minute about {report.client_ip}: this one "
+                    "adds nothing its retries need",
+                    429,
+                )
+                result.limited += 1
+                continue
+            taken.append(report)
+        return taken
+
+    @staticmethod
+    def _mark(reports: list[Report], listings: dict[str, Listing]) -> None:
+        """What s25rbl says about each address now: whether its reports count, and the name a
+        pool is judged by (its registrable domain worked out once per address)."""
+        domains: dict[str, str] = {}
+        for report in reports:
+            listing = listings[report.client_ip]
+            report.code = listing.code
+            report.counts = listing.counts
+            report.confirmed_name = listing.pool_name[:255]
+            if report.confirmed_name and report.client_ip not in domains:
+                domains[report.client_ip] = registrable_domain(report.confirmed_name) or ""
+            report.pool_domain = domains.get(report.client_ip, "") if report.confirmed_name else ""
+
+    async def _store(
+        self, session: AsyncSession, chunk: list[Report], now: datetime, result: IngestResult
     ) -> None:
-        since = report.reported_at - self.window
-        reports = ReportRepository(session)
-        entries = EntryRepository(session)
-        existing = await entries.find(ListName.WHITE, EntryKind.IP, report.client_ip)
-        if existing is not None and existing.source is EntrySource.LEARNED:
-            # Still being seen: renew its lifetime.
-            renewed = now + self.lifetime
-            if existing.expires_at is None or existing.expires_at < renewed:
-                existing.expires_at = renewed
-        elif existing is None:
-            times = await reports.triplet_times(report.client_ip, report.sender_norm, report.recipient, since)
-            retries = count_retries(times, self.min_interval)
-            if retries >= self.settings.retries and await self._learn(session, report, retries, now):
-                result.learned.append(report.client_ip)
-        domain = await self._pool(session, report, since, now)
-        if domain is not None:
-            result.suggested.append(domain)
-
-    async def _learn(
-        self, session: AsyncSession, report: Report, retries: int, now: datetime, what: str = "retries"
-    ) -> bool:
-        if await LearnBlockRepository(session).blocked(report.client_ip):
-            log.info("not learning %s: the operator forbade it", report.client_ip)
-            return False
-        reason = f"learned: {retries} {what} from <{report.sender}> to <{report.recipient}>"[:255]
-        spec = EntrySpec(ListName.WHITE, EntryKind.IP, report.client_ip, reason)
-        try:
-            await EntryRepository(session).add(
-                spec, source=EntrySource.LEARNED, creator="learning", now=now, expires_at=now + self.lifetime
+        fresh = await ReportRepository(session).add_new(chunk)
+        result.accepted += len(fresh)
+        result.duplicate += len(chunk) - len(fresh)
+        counting = [r for r in fresh if r.counts]
+        # Reports of one batch were all received at once: one attempt per triplet, one look
+        # per pool, however many reports they are.
+        triplets = {(r.client_ip, r.sender_norm, r.recipient): r for r in counting}
+        whitelisted = await EntryRepository(session).find_many(
+            ListName.WHITE, EntryKind.IP, {ip for ip, _, _ in triplets}
+        )
+        for triplet, report in triplets.items():
+            entry = whitelisted.get(report.client_ip)
+            if entry is None:
+                if report.client_ip not in result.learned:  # by another triplet just now
+                    await self._learn_from(session, triplet, report, now, result)
+            elif entry.source is EntrySource.LEARNED:
+                # Still seen, still listed but for learning: renew its lifetime (once a while).
+                renewed = now + self.lifetime
+                if entry.expires_at is None or entry.expires_at < renewed - RENEW_EVERY:
+                    entry.expires_at = renewed
+        pools: dict[Pool, set[str]] = {}
+        for r in counting:
+            if r.pool_domain:
+                pools.setdefault(Pool(r.sender_norm, r.recipient, r.pool_domain), set()).add(r.confirmed_name)
+        for pool, names in pools.items():
+            opened = await suggest(
+                session,
+                pool,
+                sorted(names),
+                since=now - self.window,
+                now=now,
+                min_interval=self.min_interval,
+                retries=self.settings.retries,
+                auto_approve=self.settings.auto_approve_pools,
             )
-        except DuplicateEntry:
-            return False  # another node learned it a moment ago: learned once
-        await AuditRepository(session).add(now, "learning", "learned", report.client_ip, reason)
-        log.info("learned %s (%s): %s", report.client_ip, report.client_name, reason)
-        return True
+            for domain, approved in opened:
+                if domain not in result.suggested:
+                    result.suggested.append(domain)
+                result.lists_changed |= approved
 
-    # --- passes seen by the policy service (product §7) --------------------------------------
-    # The policy service counts its own passes (tarpits survived, greylisted triplets retried);
-    # an address it learns goes through the same write as one learned from retries.
-
-    async def learn_from_policy(
+    async def _learn_from(
         self,
         session: AsyncSession,
-        *,
-        ip: str,
-        name: str,
-        sender: str,
-        recipient: str,
-        passes: int,
+        triplet: tuple[str, str, str],
+        report: Report,
         now: datetime,
-    ) -> bool:
-        """Learn ``ip`` after ``passes`` passes, inside the caller's unit of work; False if it is
-        forbidden or learned already."""
-        seen = Report(client_ip=ip, client_name=name, sender=sender, recipient=recipient)  # never stored
-        return await self._learn(session, seen, passes, now, what="policy passes")
-
-    # -----------------------------------------------------------------------------------------
-
-    async def _pool(
-        self, session: AsyncSession, report: Report, since: datetime, now: datetime
-    ) -> str | None:
-        """A provider's pool: one (sender, recipient) retried from several addresses whose
-        confirmed names share a registrable domain."""
-        if report.client_name == "unknown":
-            return None
-        domain = registrable_domain(report.client_name)
-        if domain is None:
-            return None
-        pair = await ReportRepository(session).pair_reports(report.sender_norm, report.recipient, since)
-        members = [
-            r for r in pair if r.client_name != "unknown" and registrable_domain(r.client_name) == domain
-        ]
-        addresses = sorted({r.client_ip for r in members})
-        if len(addresses) < 2:
-            return None
-        if count_retries([r.reported_at for r in members], self.min_interval) < self.settings.retries:
-            return None
-        entries = EntryRepository(session)
-        if await entries.find(ListName.WHITE, EntryKind.DOMAIN, domain) is not None:
-            return None
-        # Trim the lists, never the JSON text: the evidence must stay readable (<= 8,000 chars).
-        evidence = json.dumps(
-            {
-                "sender": report.sender_norm[:200],
-                "recipient": report.recipient[:200],
-                "addresses": addresses[:40],
-                "address_count": len(addresses),
-                "names": sorted({r.client_name for r in members})[:10],
-                "attempts": [
-                    {"time": r.reported_at.isoformat(), "client_ip": r.client_ip} for r in members[-20:]
-                ],
-            }
+        result: IngestResult,
+    ) -> None:
+        retries = await ReportRepository(session).count_retries(
+            triplet, now - self.window, now, self.min_interval, self.settings.retries
         )
-        suggestion = await SuggestionRepository(session).upsert(domain, evidence, now)
-        if suggestion is None or suggestion.status != "open":
-            return None
-        if self.settings.auto_approve_pools:
-            await approve_suggestion(session, suggestion.id, actor="learning (auto_approve_pools)", now=now)
-        return domain
-
-
-async def approve_suggestion(
-    session: AsyncSession, suggestion_id: int, *, actor: str, now: datetime
-) -> tuple[Suggestion, Entry]:
-    """Whitelist a suggestion's domain (inside the caller's unit of work), audited."""
-    suggestions = SuggestionRepository(session)
-    suggestion = await suggestions.get(suggestion_id)
-    if suggestion.status != "open":
-        raise DuplicateEntry(f"suggestion {suggestion_id} is already {suggestion.status}")
-    evidence = json.loads(suggestion.evidence)
-    reason = f"pool retries from {len(evidence.get('addresses', []))} addresses (suggestion {suggestion_id})"
-    spec = EntrySpec(ListName.WHITE, EntryKind.DOMAIN, suggestion.domain, reason[:255])
-    entry = await EntryRepository(session).add(spec, source=EntrySource.MANUAL, creator=actor, now=now)
-    suggestion.status = "approved"
-    suggestion.entry_id = entry.id
-    suggestion.updated_at = now
-    await AuditRepository(session).add(
-        now, actor, "suggestion.approve", suggestion.domain, f"entry #{entry.id}"
-    )
-    return suggestion, entry
+        if retries < self.settings.retries:
+            return
+        reason = f"learned: {retries} retries from <{report.sender}> to <{report.recipient}>"
+        if await learn_address(session, report.client_ip, reason=reason, now=now, lifetime=self.lifetime):
+            result.learned.append(report.client_ip)
+            result.lists_changed = True

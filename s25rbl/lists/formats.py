@@ -10,7 +10,7 @@ import io
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ class StoredEntry(Protocol):
     def hit_count(self) -> int: ...
     @property
     def last_hit_at(self) -> datetime | None: ...
+    @property
+    def starter_release(self) -> str | None: ...
 
 
 _WHITE_ACTIONS = {"OK", "PERMIT"}
@@ -239,43 +241,6 @@ def _regex_for(entry: StoredEntry) -> str | None:
     return None
 
 
-def export_postfix(entries: Iterable[StoredEntry]) -> str:
-    """A Postfix regexp table for ``check_client_access regexp:...``: OK for the whitelist,
-    the S25R 450 text for the blacklist. CIDR entries go in a cidr: table (commented here)."""
-    lines = ["# s25rbl export: Postfix regexp table (case-insensitive)"]
-    for entry in entries:
-        action = "OK" if entry.list is ListName.WHITE else "450 4.7.1 domain check, be patient"
-        if entry.kind is EntryKind.RULE:
-            action = "450 4.7.1 S25R check, be patient"
-        if entry.reason:
-            lines.append(f"# {entry.reason}")
-        pattern = _regex_for(entry)
-        if pattern is None:
-            lines.append(f"# cidr (use a cidr: table): {entry.value} {action}")
-            continue
-        escaped = pattern.replace("/", "\\/")
-        lines.append(f"/{escaped}/ {action}")
-    return "\n".join(lines) + "\n"
-
-
-def export_rbldnsd(entries: Iterable[StoredEntry], list_: ListName = ListName.BLACK) -> str:
-    """An rbldnsd ``ip4set`` dataset of the IPv4 addresses and networks of one list."""
-    code = "127.0.0.3:domain check, be patient" if list_ is ListName.BLACK else "127.0.0.2:whitelisted"
-    lines = [f"# s25rbl export: rbldnsd ip4set of the {list_}list", f":{code}"]
-    skipped = 0
-    for entry in entries:
-        if entry.list is not list_ or entry.kind not in (EntryKind.IP, EntryKind.CIDR):
-            continue
-        net = ipaddress.ip_network(entry.value, strict=False)
-        if net.version != 4:
-            skipped += 1
-            continue
-        lines.append(str(net.network_address) if net.prefixlen == 32 else str(net))
-    if skipped:
-        lines.append(f"# {skipped} IPv6 entries left out (ip4set holds IPv4 only)")
-    return "\n".join(lines) + "\n"
-
-
 def entry_dict(entry: StoredEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
@@ -290,29 +255,95 @@ def entry_dict(entry: StoredEntry) -> dict[str, Any]:
         "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
         "hit_count": entry.hit_count,
         "last_hit_at": entry.last_hit_at.isoformat() if entry.last_hit_at else None,
+        "starter_release": entry.starter_release,
     }
 
 
-def export_json(entries: Sequence[StoredEntry]) -> str:
-    return json.dumps([entry_dict(e) for e in entries], indent=2) + "\n"
+_BLACK_TEXT = "450 4.7.1 domain check, be patient"
 
 
-def export_csv(entries: Iterable[StoredEntry]) -> str:
-    """``list,kind,value,reason`` rows with a header: what ``parse_csv`` reads back."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["list", "kind", "value", "reason"])
-    for e in entries:
-        writer.writerow([e.list.value, e.kind.value, e.value, e.reason])
-    return out.getvalue()
+class Export:
+    """An export written piece by piece, so any number of entries costs a page of memory:
+    ``begin()``, then ``rows(page)`` for each page of entries, then ``end()``. One of
+    ``FORMATS_OUT``; rbldnsd holds the IPv4 addresses and networks of one list (default black).
+
+    - postfix: a Postfix regexp table for ``check_client_access regexp:...``: OK for the
+      whitelist, the S25R 450 text for the blacklist; CIDR entries as comments (use a cidr: table).
+    - rbldnsd: an rbldnsd ``ip4set`` dataset.
+    - json: an array of entry objects (``entry_dict``).
+    - csv: ``list,kind,value,reason`` rows with a header: what ``parse_csv`` reads back.
+    """
+
+    def __init__(self, fmt: str, list_: ListName | None) -> None:
+        if fmt not in FORMATS_OUT:
+            raise InvalidEntry("format", f"{fmt!r}: use {', '.join(FORMATS_OUT)}")
+        self.fmt = fmt
+        self.list = (list_ or ListName.BLACK) if fmt == "rbldnsd" else list_
+        self._count = 0
+        self._skipped = 0
+
+    def begin(self) -> str:
+        if self.fmt == "postfix":
+            return "# s25rbl export: Postfix regexp table (case-insensitive)\n"
+        if self.fmt == "rbldnsd":
+            black = self.list is ListName.BLACK
+            code = "127.0.0.3:domain check, be patient" if black else "127.0.0.2:whitelisted"
+            return f"# s25rbl export: rbldnsd ip4set of the {self.list}list\n:{code}\n"
+        if self.fmt == "csv":
+            return "list,kind,value,reason\r\n"
+        return "["
+
+    def rows(self, entries: Iterable[StoredEntry]) -> str:
+        lines: list[str] = []
+        if self.fmt == "postfix":
+            for entry in entries:
+                lines += _postfix_lines(entry)
+        elif self.fmt == "rbldnsd":
+            for entry in entries:
+                if entry.list is not self.list or entry.kind not in (EntryKind.IP, EntryKind.CIDR):
+                    continue
+                net = ipaddress.ip_network(entry.value, strict=False)
+                if net.version != 4:
+                    self._skipped += 1
+                    continue
+                lines.append(str(net.network_address) if net.prefixlen == 32 else str(net))
+        elif self.fmt == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out)
+            for e in entries:
+                writer.writerow([e.list.value, e.kind.value, e.value, e.reason])
+            return out.getvalue()
+        else:
+            for entry in entries:
+                item = json.dumps(entry_dict(entry), indent=2).replace("\n", "\n  ")
+                lines.append(("\n  " if self._count == 0 else ",\n  ") + item)
+                self._count += 1
+            return "".join(lines)
+        return "".join(line + "\n" for line in lines)
+
+    def end(self) -> str:
+        if self.fmt == "rbldnsd" and self._skipped:
+            return f"# {self._skipped} IPv6 entries left out (ip4set holds IPv4 only)\n"
+        if self.fmt == "json":
+            return "\n]\n" if self._count else "]\n"
+        return ""
 
 
-def export(entries: Sequence[StoredEntry], fmt: str, list_: ListName | None) -> str:
-    """The entries in an export format (``FORMATS_OUT``); rbldnsd holds one list (default black)."""
-    if fmt == "json":
-        return export_json(entries)
-    if fmt == "csv":
-        return export_csv(entries)
-    if fmt == "rbldnsd":
-        return export_rbldnsd(entries, list_ or ListName.BLACK)
-    return export_postfix(entries)
+def _postfix_lines(entry: StoredEntry) -> list[str]:
+    action = "OK" if entry.list is ListName.WHITE else _BLACK_TEXT
+    if entry.kind is EntryKind.RULE:
+        action = "450 4.7.1 S25R check, be patient"
+    lines = [f"# {entry.reason}"] if entry.reason else []
+    pattern = _regex_for(entry)
+    if pattern is None:
+        lines.append(f"# cidr (use a cidr: table): {entry.value} {action}")
+    else:
+        escaped = pattern.replace("/", "\\/")
+        lines.append(f"/{escaped}/ {action}")
+    return lines
+
+
+def export(entries: Iterable[StoredEntry], fmt: str, list_: ListName | None) -> str:
+    """The entries in an export format (``FORMATS_OUT``), all at once."""
+    out = Export(fmt, list_)
+    return out.begin() + out.rows(entries) + out.end()

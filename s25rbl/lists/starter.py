@@ -5,6 +5,7 @@ DNS name, matched as a domain suffix on label boundaries), ``since`` (the s25rbl
 added it), ``reason`` (at most 200 characters) and ``example`` (an outbound hostname of the pool
 that an S25R rule hits, or empty). ``#`` starts a comment line, ``## Title`` starts a group and
 blank lines are ignored. A malformed line is refused with its line number; nothing is skipped.
+A store gets these entries through ``service.starter``, each release's new ones on upgrade.
 """
 
 from __future__ import annotations
@@ -14,21 +15,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from s25rbl.errors import InvalidEntry, StarterFormatError
+
 STARTER_FILE = "starter_whitelist.tsv"
 COLUMNS = ("domain", "since", "reason", "example")
 MAX_REASON = 200
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
-
-
-class StarterFormatError(ValueError):
-    """A malformed line of a starter whitelist file (``line`` counts from 1)."""
-
-    def __init__(self, source: str, line: int, message: str) -> None:
-        super().__init__(f"{source}, line {line}: {message}")
-        self.source = source
-        self.line = line
+_RELEASE = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +41,13 @@ class StarterEntry:
         return name == self.domain or name.endswith("." + self.domain)
 
 
+def check_release(text: str, field: str) -> str:
+    """A release number as the ``since`` column has it (``0.2.0``), or InvalidEntry naming ``field``."""
+    if not _RELEASE.fullmatch(text):
+        raise InvalidEntry(field, f"{text[:40]!r} is not a release number like 0.2.0")
+    return text
+
+
 def is_hostname(name: str) -> bool:
     """A lower-case DNS name of two or more LDH labels, without a trailing dot."""
     labels = name.split(".")
@@ -54,11 +55,24 @@ def is_hostname(name: str) -> bool:
 
 
 def load_starter(path: str | Path | None = None) -> tuple[StarterEntry, ...]:
-    """The entries of ``path``, or of the file shipped with this package when None."""
-    if path is None:
-        shipped = resources.files("s25rbl.lists").joinpath(STARTER_FILE)
-        return parse_starter(shipped.read_text(encoding="utf-8-sig"), STARTER_FILE)
-    return parse_starter(Path(path).read_text(encoding="utf-8-sig"), str(path))
+    """The entries of ``path``, or of the file shipped with this package when None.
+
+    A shipped file that cannot be read or parsed means a damaged installation; the error says
+    so and what to do, because it stops whatever command was setting up the store.
+    """
+    if path is not None:
+        return parse_starter(Path(path).read_text(encoding="utf-8-sig"), str(path))
+    shipped = resources.files("s25rbl.lists").joinpath(STARTER_FILE)
+    source = f"the starter whitelist shipped with s25rbl ({shipped})"
+    damaged = "reinstall s25rbl, or set lists.builtin_whitelist = false to start without it"
+    try:
+        text = shipped.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StarterFormatError(source, 0, f"cannot be read ({exc}); {damaged}") from None
+    try:
+        return parse_starter(text, source)
+    except StarterFormatError as exc:
+        raise StarterFormatError(source, exc.line, f"{exc.message}; {damaged}") from None
 
 
 def parse_starter(text: str, source: str = "<starter whitelist>") -> tuple[StarterEntry, ...]:
@@ -95,7 +109,7 @@ def _entry(line: str, group: str) -> StarterEntry:
     domain, since, reason, example = fields
     if not is_hostname(domain):
         raise ValueError(f"domain {domain!r} is not a lower-case DNS name of two or more labels")
-    if not _VERSION.fullmatch(since):
+    if not _RELEASE.fullmatch(since):
         raise ValueError(f"since {since!r} is not a release number like 0.2.0")
     if not reason or reason != reason.strip() or len(reason) > MAX_REASON:
         raise ValueError(f"reason must be 1 to {MAX_REASON} characters, without surrounding blanks")

@@ -123,8 +123,23 @@ class ListSync:
         except StoreUnavailable:
             # Hit counts are statistics: put them back and try again next time.
             hits.restore(batch)
+        except Exception:
+            hits.restore(batch)
+            raise
 
     async def run_hits(self, hits: HitCounter) -> None:
+        """Flush the hit counts every ``hits_interval`` for as long as the node runs: an error is
+        logged once (and once more when flushing works again), never the end of the task."""
+        failing = False
         while True:
             await asyncio.sleep(self._hits_interval)
-            await self.flush_hits(hits)
+            try:
+                await self.flush_hits(hits)
+            except Exception:
+                if not failing:
+                    log.exception("writing hit counts failed; they are kept and tried again")
+                failing = True
+                continue
+            if failing:
+                log.warning("hit counts written again")
+            failing = False

@@ -47,7 +47,8 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
         parents=[remote_parent],
         help="send the temporary rejections by our zones in a Postfix log to the API (learning)",
         description="Reads a Postfix mail log and sends each 4xx rejection caused by one of our zones "
-        '("blocked using ZONE") to POST /v1/reports, in batches, exactly once: a state file '
+        '(Postfix\'s DNSBL reply: "Service unavailable; CLASS [WHAT] blocked using ZONE") '
+        "to POST /v1/reports, in batches, exactly once: a state file "
         "remembers how far the log is done, and each report's idempotency key is derived from its "
         "log line. While the API is unavailable the batch is retried with backoff. Needs a token "
         "with scope 'report' (--token or S25RBL_API_TOKEN); the API defaults to http://<api.listen>.",

@@ -34,7 +34,16 @@ _REJECT = re.compile(
     r"(?P<name>[^\s\[\]]*)\[(?P<ip>[^\s\[\]]+)\](?::\d+)?: (?P<code>\d{3})(?P<reply> .*)",
     re.DOTALL,
 )
-_BLOCKED = re.compile(r"blocked using (?P<zone>[A-Za-z0-9._-]+)", re.IGNORECASE)
+# Postfix's DNSBL reply, as smtpd_check.c's default_rbl_reply and the shipped rbl_reply write
+# it: "[DSN ]Service unavailable; CLASS [WHAT] blocked using DOMAIN[; REASON]", then
+# log_whatsup's "; from=<S> to=<R> proto=P[ helo=<H>]". Only this reply counts: "blocked using"
+# anywhere else (a HELO, a sender, another check's text) is the client's, or someone else's.
+_DNSBL_REPLY = re.compile(
+    r" (?:[245]\.\d{1,3}\.\d{1,3} )?Service unavailable; "
+    r"(?P<cls>Client host|Unverified Client host|Helo command|Sender address|Recipient address) "
+    r"\[(?P<what>[^\s\[\]]+)\] blocked using (?P<zone>[A-Za-z0-9._-]+)(?:; (?P<reason>.*))?",
+    re.DOTALL,
+)
 
 
 class Kind(StrEnum):
@@ -56,7 +65,7 @@ class Rejection:
     helo: str
     sender: str
     recipient: str
-    time: datetime
+    time: datetime  # in UTC
     zone: str
     code: int
     idempotency_key: str
@@ -68,7 +77,7 @@ class Rejection:
             "helo": self.helo,
             "sender": self.sender,
             "recipient": self.recipient,
-            "time": self.time.astimezone(UTC).isoformat(),
+            "time": self.time.isoformat(),
             "idempotency_key": self.idempotency_key,
         }
 
@@ -112,6 +121,24 @@ def split_tail(reply: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _what_fits(cls: str, what: str, name: str, ip: str, helo: str, sender: str, recipient: str) -> bool:
+    """WHAT in ``CLASS [WHAT]`` is what the restriction looked up: the client's address or
+    name, its HELO, or the sender's or recipient's domain. A line whose WHAT is not this
+    client's is some other rejection dressed up as ours."""
+    what = what.lower()
+    if cls == "Client host":  # reject_rbl_client: the address; reject_rhsbl_client: the name
+        return what in (ip.lower(), name.lower())
+    if cls == "Helo command":
+        return what == helo.lower()
+    if cls == "Sender address":
+        return what == sender.rpartition("@")[2].lower()
+    if cls == "Recipient address":
+        return what == recipient.rpartition("@")[2].lower()
+    # Unverified Client host: the client's PTR name, which Postfix logs only when verified
+    # (else "unknown"); Postfix uses only syntactically valid names, as the brackets ensure.
+    return name in ("unknown", what) or name.lower() == what
+
+
 def idempotency_key(raw: bytes) -> str:
     """The key of the report of one log line: the same line always gives the same key; two
     rejections differ at least in time, pid, queue id, client, sender or recipient."""
@@ -153,10 +180,16 @@ class LineParser:
         reject = _REJECT.fullmatch(tag["msg"])
         if reject is None:
             return Parsed(Kind.NOT_REJECT, why="not a reject line")
-        blocked = _BLOCKED.search(reject["reply"])
-        zone = blocked["zone"].lower().rstrip(".") if blocked else ""
+        # The reply ends where log_whatsup's "; from=<" begins: nothing before it comes from
+        # the client but WHAT, which the pattern keeps inside its brackets and checks below.
+        text = reject["reply"]
+        cut = text.find("; from=<")
+        dnsbl = _DNSBL_REPLY.fullmatch(text, 0, len(text) if cut < 0 else cut)
+        if dnsbl is None:
+            return Parsed(Kind.NOT_OURS, why="not a DNSBL rejection")
+        zone = dnsbl["zone"].lower().rstrip(".")
         if zone not in self.zones:
-            return Parsed(Kind.NOT_OURS, why=f"blocked using {zone}" if zone else "not a DNSBL rejection")
+            return Parsed(Kind.NOT_OURS, why=f"blocked using {zone}")
         code = int(reject["code"])
         if 500 <= code <= 599:
             return Parsed(Kind.IGNORED_5XX, why=f"{code}: a permanent rejection")
@@ -164,10 +197,12 @@ class LineParser:
             return Parsed(Kind.UNPARSABLE, why=f"reply code {code}")
         if reject["stage"] != "RCPT":
             return Parsed(Kind.UNPARSABLE, why=f"rejected at {reject['stage']}: no sender and recipient")
-        tail = split_tail(reject["reply"])
+        tail = split_tail(text)
         if tail is None:
             return Parsed(Kind.UNPARSABLE, why="no 'from=<...> to=<...> proto=...' at the end")
         sender, recipient, helo = tail
+        if not _what_fits(dnsbl["cls"], dnsbl["what"], reject["name"], reject["ip"], helo, sender, recipient):
+            return Parsed(Kind.NOT_OURS, why=f"{dnsbl['cls']} [{dnsbl['what']}] is not this client's")
         try:
             ip = ipaddress.ip_address(reject["ip"]).compressed
         except ValueError:
@@ -196,13 +231,19 @@ class LineParser:
         return None, None
 
     def _time(self, stamp: re.Match[str] | None) -> datetime | None:
+        """The line's time in UTC; None if it has none, or none that is a real time (a bad
+        stamp makes its line unparsable, never the reporter fail)."""
         if stamp is None:
             return None
+        try:
+            when = self._stamp_time(stamp)
+            return None if when is None else when.astimezone(UTC)
+        except (ValueError, OverflowError):  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+            return None
+
+    def _stamp_time(self, stamp: re.Match[str]) -> datetime | None:
         if "ts" in stamp.groupdict():
-            try:
-                when = datetime.fromisoformat(stamp["ts"].replace("Z", "+00:00"))
-            except ValueError:
-                return None
+            when = datetime.fromisoformat(stamp["ts"].replace("Z", "+00:00"))
             return when if when.tzinfo is not None else None
         now = self.now()
         micro = int((stamp["frac"] or ".0")[1:].ljust(6, "0"))

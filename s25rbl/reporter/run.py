@@ -14,7 +14,7 @@ from typing import Any, Protocol, TextIO
 
 from s25rbl.api.client import ApiClient
 from s25rbl.errors import ApiError, ApiUnreachable, BatchRefused, ReporterError, ReportsDeferred
-from s25rbl.reporter.parse import Kind, LineParser, Rejection
+from s25rbl.reporter.parse import Kind, LineParser, Parsed, Rejection
 from s25rbl.reporter.sources import Source
 from s25rbl.reporter.state import StateFile
 
@@ -181,7 +181,16 @@ class Reporter:
 
     def _handle(self, raw: bytes) -> None:
         self.counts.lines += 1
-        parsed = self.parser.parse(raw)
+        try:
+            parsed = self.parser.parse(raw)
+        except Exception as exc:  # a line is the client's text: whatever it holds, never fatal
+            log.warning(
+                "line %d not understood (%s: %s): counted as unparsable",
+                self.counts.lines,
+                type(exc).__name__,
+                exc,
+            )
+            parsed = Parsed(Kind.UNPARSABLE, why=f"{type(exc).__name__}")
         self.counts.kinds[parsed.kind] += 1
         if parsed.rejection is not None:
             if not self.batch:

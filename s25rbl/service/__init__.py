@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.learning.ingest import Learner
+from s25rbl.service.browse import Browse
 from s25rbl.service.entries import Lists
 from s25rbl.service.learning import Learning
 from s25rbl.service.policy import PolicyStore
@@ -26,12 +27,18 @@ async def _nothing() -> None:
 
 @dataclass(frozen=True)
 class Services:
-    """The services of one store, sharing its clock and its change hook."""
+    """The services of one store, sharing its clock and its change hook.
+
+    ``learner`` is the running node's: it judges reported addresses with the node's verdict
+    engine and keeps the report limits (the composition root builds it). Without one (the
+    CLI, a store-only caller) reports are kept as evidence and nothing is learned from them.
+    """
 
     store: Store
     clock: Clock
     learning_settings: LearningSettings = field(default_factory=LearningSettings)
     changed: Callable[[], Awaitable[None]] = _nothing
+    learner: Learner | None = None
     policy_settings: PolicySettings = field(default_factory=PolicySettings)
 
     @property
@@ -40,17 +47,17 @@ class Services:
 
     @property
     def learning(self) -> Learning:
-        return Learning(self.store, self.clock, self.changed, Learner(self.learning_settings, self.clock))
+        learner = self.learner or Learner(self.learning_settings, self.clock)
+        return Learning(self.store, self.clock, self.changed, learner)
 
     @property
     def policy(self) -> PolicyStore:
         """The policy service's state: the listener's reads and writes, the operator's views."""
         settings = self.policy_settings
-        learner = Learner(self.learning_settings, self.clock)
         return PolicyStore(
             self.store,
             self.clock,
-            learner,
+            self.learning_settings,
             learn_after=settings.learn_after,
             retry_window=settings.retry_window,
             changed=self.changed,
@@ -62,4 +69,8 @@ class Services:
 
     @property
     def audit(self) -> Audit:
-        return Audit(self.store)
+        return Audit(self.store, self.clock)
+
+    @property
+    def browse(self) -> Browse:
+        return Browse(self.store, self.clock)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 
 from s25rbl.clock import Clock
-from s25rbl.lists.builtin import BUILTIN_WHITELIST
-from s25rbl.lists.formats import export
-from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
+from s25rbl.lists.formats import Export, StoredEntry
+from s25rbl.lists.values import EntrySource, EntrySpec, ListName
 from s25rbl.store.db import Store
-from s25rbl.store.entries import EntryFilter, EntryRepository, MetaRepository
+from s25rbl.store.entries import EntryFilter, EntryRepository
 from s25rbl.store.models import Entry
 from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
 
-BUILTIN_KEY = "builtin_whitelist_loaded_at"
-EXPORT_PAGE = 10_000  # entries read per transaction while exporting
+EXPORT_PAGE = 5_000  # entries read per transaction while exporting
 
 
 def describe(entry: Entry) -> str:
@@ -95,8 +93,22 @@ class Lists:
                 flt, self._clock.now(), after_id=after_id, limit=limit
             )
 
+    async def pages(self, flt: EntryFilter, size: int = EXPORT_PAGE) -> AsyncIterator[Sequence[StoredEntry]]:
+        """Every entry the filter selects as plain rows, a page per transaction: no limit, no long
+        lock, at most a page in memory. At least one page, maybe empty."""
+        after = 0
+        while True:
+            async with self._store.transaction() as session:
+                page = await EntryRepository(session).search_rows(
+                    flt, self._clock.now(), after_id=after, limit=size
+                )
+            yield page
+            if len(page) < size:
+                return
+            after = page[-1].id
+
     async def every(self, flt: EntryFilter) -> AsyncIterator[Entry]:
-        """Every entry the filter selects, read a page per transaction: no limit, no long lock."""
+        """Every entry the filter selects, read a page per transaction."""
         after = 0
         while True:
             page = await self.search(flt, after_id=after, limit=EXPORT_PAGE)
@@ -118,30 +130,18 @@ class Lists:
             await self._changed()
         return added, present
 
-    async def export(self, fmt: str, list_: ListName | None, *, learned: bool = True) -> str:
-        """Every unexpired entry of ``list_`` (both lists if None) in an export format;
+    async def export_pieces(
+        self, fmt: str, list_: ListName | None, *, learned: bool = True
+    ) -> AsyncGenerator[str, None]:
+        """Every unexpired entry of ``list_`` (both lists if None) in an export format, piece by
+        piece: the format's head, then one piece per page of entries (at least one), then its tail.
         ``learned=False`` leaves out addresses learned from retries."""
-        entries = [
-            e
-            async for e in self.every(EntryFilter(list=list_, include_expired=False))
-            if learned or e.source is not EntrySource.LEARNED
-        ]
-        return export(entries, fmt, list_)
+        out = Export(fmt, list_)
+        yield out.begin()
+        async for page in self.pages(EntryFilter(list=list_, include_expired=False)):
+            yield out.rows(e for e in page if learned or e.source is not EntrySource.LEARNED)
+        yield out.end()
 
-
-async def load_builtin_whitelist(store: Store, *, clock: Clock) -> int:
-    """Add the starter whitelist once per database; later removals by the operator stick."""
-    now = clock.now()
-    async with store.transaction() as session:
-        repo, meta = EntryRepository(session), MetaRepository(session)
-        if await meta.get(BUILTIN_KEY) is not None or await repo.has_source(EntrySource.BUILTIN):
-            return 0
-        added = 0
-        for domain, reason in BUILTIN_WHITELIST:
-            spec = EntrySpec(ListName.WHITE, EntryKind.DOMAIN, domain, reason)
-            if await repo.find(spec.list, spec.kind, spec.value) is None:
-                await repo.add(spec, source=EntrySource.BUILTIN, creator="s25rbl", now=now)
-                added += 1
-        await meta.set(BUILTIN_KEY, now.isoformat())
-    log.info("builtin whitelist: %d domains added", added)
-    return added
+    async def export(self, fmt: str, list_: ListName | None, *, learned: bool = True) -> str:
+        """``export_pieces`` joined."""
+        return "".join([piece async for piece in self.export_pieces(fmt, list_, learned=learned)])

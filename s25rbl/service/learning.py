@@ -9,7 +9,8 @@ from typing import Any
 
 from s25rbl.clock import Clock
 from s25rbl.errors import DuplicateEntry, EntryNotFound
-from s25rbl.learning.ingest import IngestResult, Learner, approve_suggestion
+from s25rbl.learning.ingest import IngestResult, Learner
+from s25rbl.learning.pools import approve_suggestion
 from s25rbl.lists.values import EntryKind, EntrySource, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository
@@ -19,16 +20,19 @@ from s25rbl.store.policy import PassRepository
 from s25rbl.store.tokens import AuditRepository
 
 SUGGESTION_STATUSES = ("open", "approved", "rejected")
+FORBIDDEN_INLINE = 100  # forbidden addresses shown with each page of learned ones; the rest paged
 
 
 @dataclass(frozen=True, slots=True)
 class LearnedPage:
     """Learned addresses with the reports (and the policy service's passes) behind each, and the
-    addresses forbidden to learn."""
+    first ``FORBIDDEN_INLINE`` addresses forbidden to learn (``forbidden_more``: there are others,
+    ``Learning.forbidden``)."""
 
     entries: Sequence[Entry]
     evidence: dict[int, Sequence[Report]]
     forbidden: Sequence[LearnBlock]
+    forbidden_more: bool = False
     passes: dict[int, Sequence[PolicyPass]] = field(default_factory=dict)
 
 
@@ -44,9 +48,10 @@ class Learning:
         self._learner = learner
 
     async def report(self, bodies: Sequence[Any], *, reporter: str) -> IngestResult:
-        """Take a batch of reports (product §5); what it learned is answered at once."""
+        """Take a batch of reports (product §5); what it learned is answered at once.
+        ReportsLimited: ``reporter`` sent too many lately, nothing was taken."""
         result = await self._learner.ingest(self._store, bodies, reporter)
-        if result.learned:
+        if result.lists_changed:
             await self._changed()
         return result
 
@@ -60,12 +65,18 @@ class Learning:
             )
             reports = ReportRepository(session)
             evidence = {e.id: await reports.for_ip(e.value) for e in rows}
-            blocks = await LearnBlockRepository(session).all()
+            blocks = await LearnBlockRepository(session).page(limit=FORBIDDEN_INLINE + 1)
             passes = {e.id: await PassRepository(session).for_ip(e.value) for e in rows}
-        return LearnedPage(rows, evidence, blocks, passes)
+        return LearnedPage(rows, evidence, blocks[:FORBIDDEN_INLINE], len(blocks) > FORBIDDEN_INLINE, passes)
+
+    async def forbidden(self, *, after: str = "", limit: int = 100) -> Sequence[LearnBlock]:
+        """The addresses forbidden to learn, a page at a time in address-text order."""
+        async with self._store.transaction() as session:
+            return await LearnBlockRepository(session).page(after=after, limit=limit)
 
     async def revoke(self, ip: str, *, actor: str, forbid: bool = False, reason: str = "") -> None:
-        """Remove a learned address; with ``forbid``, never learn it again."""
+        """Remove a learned address and start its count afresh (its reports so far count no
+        more); with ``forbid``, never learn it again."""
         now = self._clock.now()
         async with self._store.transaction() as session:
             entries = EntryRepository(session)
@@ -77,6 +88,7 @@ class Learning:
             if learned and entry is not None:
                 await entries.remove(entry.id, now)
                 await audit.add(now, actor, "learned.revoke", ip, reason)
+            await ReportRepository(session).stop_counting(ip)
             if forbid:
                 await LearnBlockRepository(session).block(ip, reason, actor, now)
                 await audit.add(now, actor, "learned.forbid", ip, reason)

@@ -3,7 +3,7 @@ operator lists and clears (product §7).
 
 The listener's writes come in batches (``apply``): one unit of work each. A pass it saw is
 recorded once per SMTP session, and after ``learn_after`` unused passes within the learning
-window the address is learned through the learning rules' own write (``Learner``), which
+window the address is learned through the learning rules' own write (``learn_address``), which
 refuses forbidden addresses and audits what it learns; the passes it used are marked, so a
 revoked address needs ``learn_after`` new ones. Deletions by an operator are audited and change
 the policy generation, on which every node forgets what it remembered.
@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.clock import Clock
-from s25rbl.learning.ingest import Learner
+from s25rbl.config import LearningSettings
+from s25rbl.learning.ingest import learn_address
 from s25rbl.lists.values import EntryKind, ListName
 from s25rbl.policy.decide import ClientTarpit, TripletState
 from s25rbl.store.db import Store
@@ -115,7 +116,7 @@ class PolicyStore:
         self,
         store: Store,
         clock: Clock,
-        learner: Learner,
+        learning: LearningSettings,
         *,
         learn_after: int,
         retry_window: float,
@@ -124,10 +125,10 @@ class PolicyStore:
         self._store = store
         self.store = store
         self._clock = clock
-        self._learner = learner
         self._learn_after = learn_after
         self._retry_window = timedelta(seconds=retry_window)
-        self._window = timedelta(seconds=learner.settings.window)
+        self._window = timedelta(seconds=learning.window)  # passes count within it, as retries do
+        self._lifetime = timedelta(seconds=learning.lifetime)
         self._changed = changed
 
     # --- the listener's reads ----------------------------------------------------------------
@@ -227,15 +228,8 @@ class PolicyStore:
             return False
         if len(unused) < self._learn_after:
             return False
-        learned = await self._learner.learn_from_policy(
-            session,
-            ip=seen.ip,
-            name=seen.name,
-            sender=seen.sender,
-            recipient=seen.recipient,
-            passes=len(unused),
-            now=at,
-        )
+        reason = f"learned: {len(unused)} policy passes from <{seen.sender}> to <{seen.recipient}>"
+        learned = await learn_address(session, seen.ip, reason=reason, now=at, lifetime=self._lifetime)
         if learned:
             await passes.use((p.id for p in unused), at)
         return learned

@@ -19,9 +19,19 @@ GRANTS = {"read": {"read"}, "report": {"report"}, "write": {"read", "write"}, "a
 TOKEN_PREFIX = "s25rbl_"
 
 
+MAX_TOKEN = 256  # characters; ours are 50
+
+
+def well_formed(token: str) -> bool:
+    """Could this be a token at all: printable ASCII without spaces, of a sane length. Anything
+    else (non-UTF-8 bytes in the header, control characters, 8 KiB of junk) is refused unread."""
+    return 0 < len(token) <= MAX_TOKEN and token.isascii() and token.isprintable() and " " not in token
+
+
 def token_digest(token: str) -> str:
     # Tokens carry 256 random bits, so one fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    # surrogateescape: a header's undecodable bytes still hash (to nothing that exists).
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def parse_scopes(text: str | Sequence[str]) -> list[str]:
@@ -94,8 +104,14 @@ class Tokens:
 class Audit:
     """The audit log, newest last."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
+        self._clock = clock
+
+    async def record(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        """An event that changed nothing but must be on record (failed logins)."""
+        async with self._store.transaction() as session:
+            await AuditRepository(session).add(self._clock.now(), actor, action, target, detail)
 
     async def events(self, *, after_id: int = 0, limit: int = 100) -> Sequence[AuditEvent]:
         async with self._store.transaction() as session:

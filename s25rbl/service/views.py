@@ -19,6 +19,7 @@ from s25rbl.store.models import (
 )
 
 __all__ = [
+    "answer_text",
     "audit_dict",
     "entry_dict",
     "forbidden_dict",
@@ -32,15 +33,29 @@ __all__ = [
 
 
 def report_dict(r: Report) -> dict[str, Any]:
+    """A report as evidence: what the reporter claimed (``time``, ``client_name``, ``helo``)
+    beside what s25rbl saw (``received_at``; ``answer``, its blocklist answer for the address
+    then; ``confirmed_name``; ``counts``, whether it counts towards learning)."""
     return {
         "time": r.reported_at.isoformat(),
+        "received_at": r.received_at.isoformat(),
         "client_ip": r.client_ip,
         "client_name": r.client_name,
         "helo": r.helo,
         "sender": r.sender,
         "recipient": r.recipient,
         "reporter": r.reporter,
+        "answer": answer_text(r.code),
+        "confirmed_name": r.confirmed_name,
+        "counts": r.counts,
     }
+
+
+def answer_text(code: int) -> str:
+    """s25rbl's blocklist answer by its code: ``127.0.0.2``, ``not listed``, ``not judged``."""
+    if code < 0:
+        return "not judged"
+    return f"127.0.0.{code}" if code else "not listed"
 
 
 def forbidden_dict(b: LearnBlock) -> dict[str, Any]:

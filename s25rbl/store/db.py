@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
+CONNECTIONS = 15  # the pool's bound: 5 kept open, 10 more opened while busy
+POOL_TIMEOUT = 5.0  # seconds to wait for a free connection before the store counts as unavailable
 # Errors that mean "the database is not there right now", as opposed to a bad statement.
 # asyncpg raises its own errors while (re)connecting, before SQLAlchemy can wrap them.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -69,20 +75,34 @@ def migrations_dir() -> Path:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` (creating a SQLite file and its folder if needed)."""
+    """Upgrade the database at ``url`` (creating a SQLite file and its folder if needed).
+
+    Processes that start at once migrate one after the other: on PostgreSQL the migration
+    environment takes an advisory lock; a SQLite file is locked here (``flock`` on the file
+    itself, which SQLite's own ``fcntl`` locks do not see), so the second finds it current.
+    """
     from alembic import command
     from alembic.config import Config
 
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["s25rbl_url"] = async_url(url)
     try:
-        command.upgrade(cfg, revision)
+        with _migrating(sqlite_path(url)):
+            command.upgrade(cfg, revision)
     except (OperationalError, DBAPIError, OSError) as exc:
         raise StoreUnavailable(f"cannot migrate {_safe(url)}: {_first_line(exc)}") from None
+
+
+@contextmanager
+def _migrating(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as held:  # an empty file is an empty SQLite database
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def current_revision(url: str) -> str | None:
@@ -99,13 +119,23 @@ def current_revision(url: str) -> str | None:
     return asyncio.run(read())
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(
+    url: str, connections: int = CONNECTIONS, pool_timeout: float = POOL_TIMEOUT
+) -> AsyncEngine:
     target = async_url(url)
     connect_args: dict[str, Any] = {}
     if target.startswith("postgresql+asyncpg"):
         # Fail fast when the database is away: an API call answers 503 in seconds, not minutes.
         connect_args = {"timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT}
-    engine = create_async_engine(target, pool_pre_ping=True, connect_args=connect_args)
+    kept = min(5, connections)
+    engine = create_async_engine(
+        target,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        pool_size=kept,
+        max_overflow=connections - kept,
+        pool_timeout=pool_timeout,
+    )
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -122,30 +152,115 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 class Store:
-    """The database handle every part shares: an engine and the unit of work."""
+    """The database handle every part shares: an engine and the unit of work.
 
-    def __init__(self, url: str) -> None:
+    ``connections`` bounds the pool; a unit of work that finds none free within
+    ``pool_timeout`` seconds fails with StoreUnavailable (503), like a database that is away.
+    On SQLite, the file's identity (device and inode) is checked before every unit of work: a
+    file deleted or replaced under the running server makes the store unavailable instead of
+    taking writes into a file nobody will ever open again.
+    """
+
+    def __init__(
+        self, url: str, *, connections: int = CONNECTIONS, pool_timeout: float = POOL_TIMEOUT
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, connections, pool_timeout)
+        self._pool_timeout = pool_timeout
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._open = 0  # units of work of this process in progress
+        self._quiet: asyncio.Event | None = None
+        self._file = sqlite_path(url)
+        self._identity = _identity(self._file) if self._file is not None else None
+        self._lost = False  # the file is gone or replaced (logged once per episode)
+
+    def _check_file(self) -> None:
+        if self._file is None:
+            return
+        now = _identity(self._file)
+        if self._identity is None:
+            self._identity = now  # the first unit of work creates the file
+            return
+        if now == self._identity:
+            if self._lost:
+                log.warning("the SQLite file %s is back; the store is usable again", self._file)
+                self._lost = False
+            return
+        problem = "deleted" if now is None else "replaced by another file"
+        if not self._lost:
+            log.error(
+                "the SQLite file %s was %s while s25rbl ran: writes are refused (503) and DNS answers "
+                "from the lists in memory; put the file back, or restart s25rbl to open the file now "
+                "at that path",
+                self._file,
+                problem,
+            )
+            self._lost = True
+        raise StoreUnavailable(f"the SQLite file {self._file} was {problem}; restart s25rbl to open it again")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit when the block ends, roll back if it raises."""
+        self._check_file()
+        self._open += 1
         try:
             async with self._sessions() as session, session.begin():
                 yield session
+        except PoolTimeout:
+            raise StoreUnavailable(
+                f"database {_safe(self.url)} busy: no connection free within {self._pool_timeout:g} s"
+            ) from None
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"database {_safe(self.url)} unavailable: {_first_line(exc)}") from None
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            if exc.connection_invalidated or _caused_by_unavailable(exc):
                 raise StoreUnavailable(
                     f"database {_safe(self.url)} unavailable: {_first_line(exc)}"
                 ) from None
             raise
+        finally:
+            self._open -= 1
+            if self._open == 0 and self._quiet is not None:
+                self._quiet.set()
+        if self._identity is None:
+            self._check_file()
+
+    async def after_others(self, limit: float) -> None:
+        """For a bulk writer between two of its units of work: on SQLite (one writer at a time,
+        and waiting writers poll, so the busiest one wins), wait until no other unit of work
+        of this process is open, at most ``limit`` seconds, so an operator's write goes first."""
+        if self.engine.dialect.name != "sqlite" or self._open == 0:
+            return
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+        self._quiet.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), limit)
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _caused_by_unavailable(exc: BaseException) -> bool:
+    """Whether a driver error wraps one that means "not there right now": a PostgreSQL that is
+    starting up ("not yet accepting connections") reaches us as a plain DBAPIError."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if cause is not exc and isinstance(cause, _UNAVAILABLE):
+            return True
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return False
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), or None if there is no such file: one stat, about a microsecond."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _safe(url: str) -> str:

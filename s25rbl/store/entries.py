@@ -5,15 +5,31 @@ Repositories are the only place with SQL; they never commit: the unit of work do
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from s25rbl.errors import DuplicateEntry, EntryNotFound
+from s25rbl.lists.formats import StoredEntry
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, EntrySpec, ListName
 from s25rbl.store.models import Entry, ListVersion, Meta
 
@@ -28,6 +44,74 @@ class EntryFilter:
     text: str | None = None
     include_expired: bool = True
     only_expired: bool = False
+    starter_release: str | None = None  # builtin entries the starter whitelist of this release added
+
+
+class _Contains(FunctionElement[bool]):
+    """``column`` contains ``pattern``'s text, ignoring case; compiled per database below."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "contains_text"
+
+
+class _ContainsEscaped(_Contains):
+    """The same, for a pattern with ``\\``-escaped ``%`` or ``_`` in it."""
+
+    inherit_cache = True
+    name = "contains_text_escaped"
+
+
+def _parts(element: _Contains, compiler: Any, **kw: Any) -> tuple[str, str, str]:
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return column, pattern, " ESCAPE '\\'" if isinstance(element, _ContainsEscaped) else ""
+
+
+@compiles(_Contains)
+def _contains_default(element: _Contains, compiler: Any, **kw: Any) -> str:
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"lower({column}) LIKE lower({pattern}){escape}"
+
+
+@compiles(_Contains, "sqlite")
+def _contains_sqlite(element: _Contains, compiler: Any, **kw: Any) -> str:
+    # SQLite's LIKE already ignores ASCII case, and its lower() folds nothing more: the same
+    # answers as lower() LIKE, at half the cost of a scan (no function call per row).
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"{column} LIKE {pattern}{escape}"
+
+
+@compiles(_Contains, "postgresql")
+def _contains_postgresql(element: _Contains, compiler: Any, **kw: Any) -> str:
+    column, pattern, escape = _parts(element, compiler, **kw)
+    return f"{column} ILIKE {pattern}{escape}"
+
+
+def contains_text(column: Any, text: str) -> ColumnElement[bool]:
+    """``column`` contains ``text`` literally (``_`` and ``%`` are no wildcards), ignoring case."""
+    if any(c in text for c in "\\%_"):
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return _ContainsEscaped(column, literal(f"%{escaped}%"))
+    return _Contains(column, literal(f"%{text}%"))
+
+
+def filtered(query: Select[Any], flt: EntryFilter, now: datetime) -> Select[Any]:
+    """``query`` narrowed to the entries ``flt`` selects."""
+    if flt.list is not None:
+        query = query.where(Entry.list == flt.list)
+    if flt.kind is not None:
+        query = query.where(Entry.kind == flt.kind)
+    if flt.source is not None:
+        query = query.where(Entry.source == flt.source)
+    if flt.starter_release is not None:
+        query = query.where(Entry.starter_release == flt.starter_release)
+    if flt.text:
+        query = query.where(or_(contains_text(Entry.value, flt.text), contains_text(Entry.reason, flt.text)))
+    if not flt.include_expired:
+        query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
+    if flt.only_expired:
+        query = query.where(Entry.expires_at.is_not(None), Entry.expires_at <= now)
+    return query
 
 
 class EntryRepository:
@@ -117,6 +201,15 @@ class EntryRepository:
         )
         return result.scalar_one_or_none()
 
+    async def find_many(self, list_: ListName, kind: EntryKind, values: Collection[str]) -> dict[str, Entry]:
+        """The entries of ``values`` that exist, by value (one query)."""
+        if not values:
+            return {}
+        result = await self.session.execute(
+            select(Entry).where(Entry.list == list_, Entry.kind == kind, Entry.value.in_(list(values)))
+        )
+        return {e.value: e for e in result.scalars()}
+
     async def get(self, entry_id: int) -> Entry:
         entry = await self.session.get(Entry, entry_id)
         if entry is None:
@@ -152,22 +245,18 @@ class EntryRepository:
     async def search(
         self, flt: EntryFilter, now: datetime, *, after_id: int = 0, limit: int = 1000
     ) -> Sequence[Entry]:
-        query = select(Entry).where(Entry.id > after_id)
-        if flt.list is not None:
-            query = query.where(Entry.list == flt.list)
-        if flt.kind is not None:
-            query = query.where(Entry.kind == flt.kind)
-        if flt.source is not None:
-            query = query.where(Entry.source == flt.source)
-        if flt.text:
-            like = f"%{flt.text.lower()}%"
-            query = query.where(or_(func.lower(Entry.value).like(like), func.lower(Entry.reason).like(like)))
-        if not flt.include_expired:
-            query = query.where(or_(Entry.expires_at.is_(None), Entry.expires_at > now))
-        if flt.only_expired:
-            query = query.where(Entry.expires_at.is_not(None), Entry.expires_at <= now)
-        result = await self.session.execute(query.order_by(Entry.id).limit(limit))
-        return result.scalars().all()
+        result = await self.session.execute(_search(select(Entry), flt, now, after_id, limit))
+        return cast(Sequence[Entry], result.scalars().all())
+
+    async def search_rows(
+        self, flt: EntryFilter, now: datetime, *, after_id: int = 0, limit: int = 1000
+    ) -> Sequence[StoredEntry]:
+        """``search`` as plain rows, no ORM objects: an export of 100,000 entries reads in a
+        fraction of the time (and memory)."""
+        result = await self.session.execute(
+            _search(select(*Entry.__table__.columns), flt, now, after_id, limit)
+        )
+        return cast(Sequence[StoredEntry], result.all())
 
     async def active_rows(self, now: datetime) -> list[EntryRow]:
         """The columns the indexes need, as plain rows: loads 100,000 entries in well under 2 s."""
@@ -182,13 +271,16 @@ class EntryRepository:
         result = await self.session.execute(select(Entry.id).where(Entry.source == source).limit(1))
         return result.first() is not None
 
-    async def delete_expired(self, now: datetime, *, learned: bool) -> int:
-        """Remove entries past their expiry: learned ones, or the others (manual, imported)."""
+    async def delete_expired(self, now: datetime, *, learned: bool) -> list[EntryRow]:
+        """Remove entries past their expiry: learned ones, or the others (manual, imported).
+        Returns the rows this call removed (a row another node removed first is not among them)."""
         source = Entry.source == EntrySource.LEARNED if learned else Entry.source != EntrySource.LEARNED
         result = await self.session.execute(
-            delete(Entry).where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            delete(Entry)
+            .where(Entry.expires_at.is_not(None), Entry.expires_at <= now, source)
+            .returning(Entry.id, Entry.list, Entry.kind, Entry.value, Entry.source, Entry.expires_at)
         )
-        removed = int(getattr(result, "rowcount", 0) or 0)
+        removed = [EntryRow(*row) for row in result.all()]
         if removed:
             await self.bump_version(now)
         return removed
@@ -223,6 +315,11 @@ class EntryRepository:
     async def version(self) -> int:
         result = await self.session.execute(select(ListVersion.version).where(ListVersion.id == 1))
         return int(result.scalar_one_or_none() or 0)
+
+
+def _search(query: Select[Any], flt: EntryFilter, now: datetime, after_id: int, limit: int) -> Select[Any]:
+    """The entries ``flt`` selects after ``after_id``, in id order, at most ``limit``."""
+    return filtered(query.where(Entry.id > after_id), flt, now).order_by(Entry.id).limit(limit)
 
 
 class MetaRepository:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,8 +14,16 @@ from s25rbl.errors import EntryNotFound
 from s25rbl.store.models import LearnBlock, Report, Suggestion
 
 
+class PoolMember(NamedTuple):
+    """One counting attempt of a pool: the address, s25rbl's confirmed name for it, when."""
+
+    ip: str
+    name: str
+    at: datetime
+
+
 class ReportRepository:
-    """Retry reports: stored once by idempotency key, read by triplet, pair or address."""
+    """Retry reports: stored once by idempotency key; retries, pools and evidence read by index."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -35,34 +44,96 @@ class ReportRepository:
             return False
         return True
 
-    async def triplet_times(self, ip: str, sender: str, recipient: str, since: datetime) -> list[datetime]:
+    async def add_new(self, reports: Sequence[Report]) -> list[Report]:
+        """Insert the reports whose idempotency keys are new (two queries for all of them);
+        returns those inserted. Keys stored by another node a moment ago are found one by one."""
+        keys = {r.idempotency_key for r in reports}
+        stored = await self.session.execute(
+            select(Report.idempotency_key).where(Report.idempotency_key.in_(keys))
+        )
+        seen = set(stored.scalars())
+        fresh = []
+        for report in reports:
+            if report.idempotency_key not in seen:
+                seen.add(report.idempotency_key)
+                fresh.append(report)
+        if not fresh:
+            return []
+        try:
+            async with self.session.begin_nested():
+                self.session.add_all(fresh)
+                await self.session.flush()
+        except IntegrityError:
+            return [r for r in fresh if await self.add(r)]
+        return fresh
+
+    async def count_retries(
+        self,
+        triplet: tuple[str, str, str],
+        since: datetime,
+        now: datetime,
+        min_interval: timedelta,
+        enough: int,
+    ) -> int:
+        """Retries of (ip, sender, recipient) among the attempts that count, received from
+        ``since`` to ``now``: each at least ``min_interval`` after the one before, counted up to
+        ``enough``. One index seek per retry, however many reports the triplet has."""
+        ip, sender, recipient = triplet
+        match = (
+            Report.client_ip == ip,
+            Report.sender_norm == sender,
+            Report.recipient == recipient,
+            Report.counts.is_(True),
+        )
+        at = (
+            await self.session.execute(
+                select(func.min(Report.received_at)).where(*match, Report.received_at >= since)
+            )
+        ).scalar_one_or_none()
+        retries = 0
+        while at is not None and retries < enough and at + min_interval <= now:
+            after = select(func.min(Report.received_at)).where(
+                *match, Report.received_at >= at + min_interval
+            )
+            at = (await self.session.execute(after)).scalar_one_or_none()
+            if at is not None:
+                retries += 1
+        return retries
+
+    async def pool_members(
+        self, sender: str, recipient: str, domain: str, since: datetime, *, limit: int
+    ) -> list[PoolMember]:
+        """The most recent ``limit`` counting attempts of (sender, recipient) from addresses whose
+        confirmed names are in ``domain`` (a registrable domain), received since ``since``."""
         result = await self.session.execute(
-            select(Report.reported_at).where(
-                Report.client_ip == ip,
+            select(Report.client_ip, Report.confirmed_name, Report.received_at)
+            .where(
                 Report.sender_norm == sender,
                 Report.recipient == recipient,
-                Report.reported_at >= since,
+                Report.pool_domain == domain,
+                Report.received_at >= since,
+                Report.counts.is_(True),
             )
+            .order_by(Report.received_at.desc())
+            .limit(limit)
         )
-        return list(result.scalars().all())
+        return [PoolMember(ip, name, at) for ip, name, at in result.all()]
 
-    async def pair_reports(self, sender: str, recipient: str, since: datetime) -> Sequence[Report]:
+    async def stop_counting(self, ip: str) -> int:
+        """The address's reports so far count no more (it was revoked: its count starts afresh)."""
         result = await self.session.execute(
-            select(Report)
-            .where(Report.sender_norm == sender, Report.recipient == recipient, Report.reported_at >= since)
-            .order_by(Report.reported_at)
-            .limit(10_000)
+            update(Report).where(Report.client_ip == ip, Report.counts.is_(True)).values(counts=False)
         )
-        return result.scalars().all()
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def for_ip(self, ip: str, limit: int = 50) -> Sequence[Report]:
         result = await self.session.execute(
-            select(Report).where(Report.client_ip == ip).order_by(Report.reported_at.desc()).limit(limit)
+            select(Report).where(Report.client_ip == ip).order_by(Report.received_at.desc()).limit(limit)
         )
         return result.scalars().all()
 
     async def delete_older_than(self, cutoff: datetime) -> int:
-        result = await self.session.execute(delete(Report).where(Report.reported_at < cutoff))
+        result = await self.session.execute(delete(Report).where(Report.received_at < cutoff))
         return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -79,8 +150,11 @@ class LearnBlockRepository:
         if not await self.blocked(ip):
             self.session.add(LearnBlock(ip=ip, reason=reason, created_at=now, created_by=actor))
 
-    async def all(self) -> Sequence[LearnBlock]:
-        result = await self.session.execute(select(LearnBlock).order_by(LearnBlock.created_at))
+    async def page(self, *, after: str = "", limit: int = 100) -> Sequence[LearnBlock]:
+        """Forbidden addresses in address-text order, from just after ``after``."""
+        result = await self.session.execute(
+            select(LearnBlock).where(LearnBlock.ip > after).order_by(LearnBlock.ip).limit(limit)
+        )
         return result.scalars().all()
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Index,
@@ -67,6 +68,8 @@ class Entry(Base):
     __table_args__ = (
         UniqueConstraint("list", "kind", "value"),
         Index("ix_entries_list_kind", "list", "kind"),
+        Index("ix_entries_list_id", "list", "id"),
+        Index("ix_entries_source_id", "source", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -81,6 +84,25 @@ class Entry(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The s25rbl release whose starter whitelist added it (source ``builtin`` only).
+    starter_release: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class StarterOffer(Base):
+    """A starter whitelist domain this store has been offered, once and for good.
+
+    An entry is offered when the first s25rbl release that ships it starts on the store; an
+    operator's later removal of it therefore sticks through every upgrade. ``outcome``: ``added``,
+    ``present`` (the operator had the domain already, white or black) or ``earlier`` (loaded
+    before offers were recorded, by s25rbl 0.1.0).
+    """
+
+    __tablename__ = "starter_offers"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    release: Mapped[str] = mapped_column(String(16))
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))
 
 
 class ListVersion(Base):
@@ -98,7 +120,7 @@ class ListVersion(Base):
 
 
 class Meta(Base):
-    """Small facts about this database, e.g. that the starter whitelist was loaded once."""
+    """Small facts about this database (s25rbl 0.1.0 marked here that it loaded its starter list)."""
 
     __tablename__ = "meta"
 
@@ -124,6 +146,10 @@ class AuditEvent(Base):
     """Who changed what, when: one row per write through the API or the CLI."""
 
     __tablename__ = "audit"
+    __table_args__ = (
+        Index("ix_audit_action_id", "action", "id"),
+        Index("ix_audit_action_at", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -134,19 +160,24 @@ class AuditEvent(Base):
 
 
 class Report(Base):
-    """One temporary rejection an MTA saw, as reported; the raw material of learning."""
+    """One temporary rejection an MTA saw, as reported; the raw material of learning.
+
+    What the reporter claims (``reported_at``, ``client_name``, ``helo``) is evidence only;
+    learning goes by what s25rbl saw itself: ``received_at``, the ``code`` it answered for the
+    address then, and its own ``confirmed_name`` (product §5).
+    """
 
     __tablename__ = "reports"
     __table_args__ = (
-        Index("ix_reports_triplet", "client_ip", "sender_norm", "recipient", "reported_at"),
-        Index("ix_reports_pair", "sender_norm", "recipient", "reported_at"),
-        Index("ix_reports_reported_at", "reported_at"),
+        Index("ix_reports_triplet", "client_ip", "sender_norm", "recipient", "received_at"),
+        Index("ix_reports_pool", "sender_norm", "recipient", "pool_domain", "received_at"),
+        Index("ix_reports_received_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
-    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())  # claimed by the reporter
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when s25rbl took it
     reporter: Mapped[str] = mapped_column(String(128))
     client_ip: Mapped[str] = mapped_column(String(64))
     client_name: Mapped[str] = mapped_column(String(255))
@@ -154,6 +185,11 @@ class Report(Base):
     sender: Mapped[str] = mapped_column(String(512))
     sender_norm: Mapped[str] = mapped_column(String(512))
     recipient: Mapped[str] = mapped_column(String(512))
+    # An attempt that counts towards learning: listed (.2, .4) on arrival, not revoked since.
+    counts: Mapped[bool] = mapped_column(Boolean, default=False)
+    code: Mapped[int] = mapped_column(Integer, default=0)  # s25rbl's blocklist code on arrival
+    confirmed_name: Mapped[str] = mapped_column(String(255), default="")
+    pool_domain: Mapped[str] = mapped_column(String(255), default="")  # confirmed_name's registrable domain
 
 
 class LearnBlock(Base):

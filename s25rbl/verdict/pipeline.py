@@ -3,6 +3,11 @@
 Steps 1-3 need memory only; step 4 needs the reverse lookup (often cached); steps 5-9 work on
 its result. ``decide_fast`` returns a verdict without awaiting when it can, so the responder
 answers most queries without scheduling a task.
+
+A learned address (step 3) never overrides the operator's blacklist (product §5): by IP or
+CIDR step 2 comes first; by hostname, domain or regex the names are needed, so while the
+operator has such entries a learned address is decided after the lookup (step 6 can still
+list it), and at step 3 at once when there are none.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from s25rbl.lists.values import EntryRow, IPAddress, parse_address_literal
 from s25rbl.resolve.rdns import RdnsResult, ReverseLookup
 from s25rbl.verdict.hits import HitCounter
 from s25rbl.verdict.lists import ListIndex, to_match
-from s25rbl.verdict.model import Code, Step, Verdict
+from s25rbl.verdict.model import Code, Match, Step, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +59,19 @@ class VerdictEngine:
             return None
         return self._after_lookup(ip, rdns, cached=True)
 
-    async def decide(self, ip: IPAddress) -> Verdict:
-        early = self._before_lookup(ip)
+    async def decide(self, ip: IPAddress, *, ignore_learned: bool = False) -> Verdict:
+        """The verdict; ``ignore_learned``: as if the address were not learned (what learning
+        judges a reported address by: would s25rbl list it on its own?)."""
+        early = self._before_lookup(ip, ignore_learned=ignore_learned)
         if early is not None:
             return early
-        return await self.decide_after_lists(ip)
+        rdns, cached = await self.rdns.lookup(ip)
+        return self._after_lookup(ip, rdns, cached=cached, ignore_learned=ignore_learned)
 
     async def decide_after_lists(self, ip: IPAddress) -> Verdict:
         """Steps 4-9 only: for a caller to whom ``decide_fast`` just returned None, so steps
-        1-3 have already found nothing (not repeated: they cost as much as the rest)."""
+        1-3 have already found nothing that decides (not repeated: they cost as much as the
+        rest)."""
         rdns, cached = await self.rdns.lookup(ip)
         return self._after_lookup(ip, rdns, cached=cached)
 
@@ -100,7 +109,7 @@ class VerdictEngine:
 
     # --- the steps -----------------------------------------------------------------------
 
-    def _before_lookup(self, ip: IPAddress) -> Verdict | None:
+    def _before_lookup(self, ip: IPAddress, *, ignore_learned: bool = False) -> Verdict | None:
         if ip == TEST_LISTED:
             return Verdict(Code.S25R, Step.TEST_ENTRY, str(ip), rule="test")
         if ip == TEST_UNLISTED:
@@ -112,18 +121,26 @@ class VerdictEngine:
         match = lists.black_address(ip)  # 2. operator blacklist by IP or CIDR
         if match is not None:
             return self._decided(Verdict(Code.BLACKLIST, Step.BLACKLIST_ADDRESS, str(ip), match=match))
-        match = lists.learned_address(ip)  # 3. learned from retries
-        if match is not None:
+        if ignore_learned:
+            return None
+        match = lists.learned_address(ip)  # 3. learned from retries ...
+        if match is not None and not lists.black_names:
+            # ... at once while no name can blacklist it; else after the lookup (step 6 first).
             return self._decided(Verdict(Code.NOT_LISTED, Step.LEARNED, str(ip), match=match))
         return None
 
-    def _after_lookup(self, ip: IPAddress, rdns: RdnsResult, *, cached: bool) -> Verdict:
+    def _after_lookup(
+        self, ip: IPAddress, rdns: RdnsResult, *, cached: bool, ignore_learned: bool = False
+    ) -> Verdict:
         address = str(ip)
+        lists = self.lists()
+        learned = None if ignore_learned else lists.learned_address(ip)
+        if learned is not None:
+            return self._learned_after_lookup(lists, address, learned, rdns, cached=cached)
         if rdns.tempfail:  # 4. the reverse lookup failed for now: say so, briefly
             return Verdict(
                 Code.TEMPFAIL, Step.RDNS_TEMPFAIL, address, rdns=rdns, cached=cached, ttl=self._tempfail_ttl
             )
-        lists = self.lists()
         # 5. whitelist by name: only forward-confirmed names may grant anything.
         match = lists.white_name(rdns.confirmed)
         if match is not None:
@@ -155,6 +172,24 @@ class VerdictEngine:
             match = to_match(row, name)
             self.hits.hit(match)
         return Verdict(Code.S25R, Step.S25R_RULE, address, rule=label, match=match, rdns=rdns, cached=cached)
+
+    def _learned_after_lookup(
+        self, lists: ListIndex, address: str, learned: Match, rdns: RdnsResult, *, cached: bool
+    ) -> Verdict:
+        """A learned address while the operator blacklists names: listed only if step 6 would
+        list it (step 5, the whitelist by name, still comes first); otherwise step 3 decides.
+        A lookup that failed for now cannot show a blacklisted name: the learned entry stands."""
+        if not rdns.tempfail and lists.white_name(rdns.confirmed) is None:
+            match = lists.black_name(rdns.confirmed + tuple(n for n in rdns.names if n not in rdns.confirmed))
+            if match is not None:
+                return self._decided(
+                    Verdict(
+                        Code.BLACKLIST, Step.BLACKLIST_NAME, address, match=match, rdns=rdns, cached=cached
+                    )
+                )
+        return self._decided(
+            Verdict(Code.NOT_LISTED, Step.LEARNED, address, match=learned, rdns=rdns, cached=cached)
+        )
 
     def _decided(self, verdict: Verdict) -> Verdict:
         self.hits.hit(verdict.match)

@@ -30,6 +30,7 @@ SCRIPTS: dict[str, list[str]] = {
     "memory": ["--quick", "--answers", "5000", "--entries", "200"],
     "scaling": ["--quick"],
     "workers": ["--quick", "--addresses", "500"],
+    "ui": ["--quick"],
     "policy": ["--quick"],
 }
 TOOLS = {
@@ -137,6 +138,12 @@ def test_scaling(runs: dict[str, Run]) -> None:
 def test_workers(runs: dict[str, Run]) -> None:
     out = result(runs, "workers").output
     assert "best run per layout:" in out and "2 workers, cpu 0 + cpu 1" in out
+
+
+def test_ui(runs: dict[str, Run]) -> None:
+    out = result(runs, "ui").output
+    assert "review: learned" in out and "lists: search, no match" in out and "figures" in out
+    assert "page rtt/API rtt" in out and "slowest page:" in out and "largest page:" in out
 
 
 def test_policy(runs: dict[str, Run]) -> None:

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.rcode
 import pytest
@@ -13,8 +14,9 @@ import pytest
 from tests.integration.api_client import Api
 from tests.integration.api_client import make_token as token
 from tests.integration.conftest import CLEAN, DYNAMIC
-from tests.integration.server import RunningServer
+from tests.integration.server import RunningServer, start_server, write_config
 from tests.integration.test_responder import answers, name, udp
+from tests.support.fakedns import FakeAuthority
 
 
 @pytest.fixture
@@ -202,6 +204,13 @@ def test_listing_filters_and_cursor_pagination(api: Api) -> None:
     found = api.get("/v1/entries?q=run%2017").json["items"]
     assert [e["value"] for e in found] == ["198.51.100.17"]
     assert api.get("/v1/entries?source=builtin&limit=1000").json["items"]
+    # What the starter whitelist of a release added; every other entry has no release.
+    brought = api.get("/v1/entries?source=builtin&starter_release=0.2.0&limit=1000").json["items"]
+    assert brought and {e["starter_release"] for e in brought} == {"0.2.0"}
+    manual = api.get("/v1/entries?source=manual&limit=1000").json["items"]
+    assert manual and {e["starter_release"] for e in manual} == {None}
+    bad = api.get("/v1/entries?starter_release=latest")
+    assert bad.status == 422 and bad.json["errors"][0]["field"] == "starter_release"
     assert api.get("/v1/entries?expired=true").json["items"] == []
     assert api.get("/v1/entries?limit=0").status == 422
     assert api.get("/v1/entries?kind=asn").status == 422
@@ -281,21 +290,38 @@ def test_openapi_document_is_served_without_a_token(api: Api) -> None:
     assert reply.content_type == "application/yaml"
 
 
-def test_index_page_links_the_open_routes_without_a_token(api: Api) -> None:
-    # The URL the serve banner prints: a page, not a 404, and nothing that needs a token.
-    api.post("/v1/entries", {"list": "white", "kind": "domain", "value": "partner.example"})
+def test_the_root_leads_to_the_operators_page_without_a_token(api: Api) -> None:
+    # The URL the serve banner prints: the operator's page (its sign-in), not a 404.
     reply = api.get("/", token=None)
-    assert reply.status == 200 and reply.content_type == "text/html"
+    assert reply.status == 302 and reply.headers["location"] == "/ui/"
     assert "default-src 'none'" in reply.headers["content-security-policy"]
-    page = reply.body.decode()
-    links = set(re.findall(r'href="([^"]+)"', page))
-    assert links == {"/v1/openapi.yaml", "/healthz", "/readyz", "/metrics"}
-    for link in links:
-        assert api.get(link, token=None).status == 200, link
-    assert "/ui/" in page  # where the operator's page will be
-    # Nothing about the lists or the configuration.
-    for secret in ("partner.example", "hotmail", "s25rbl.test", "sqlite", "0.1.0"):
-        assert secret not in page, secret
+
+
+def test_without_the_operators_page_the_root_is_a_page_of_the_open_routes(
+    tmp_path: Path, upstream: FakeAuthority
+) -> None:
+    config = write_config(
+        tmp_path / "s25rbl.toml", (upstream.host, upstream.port), tmp_path / "s.db", "[ui]\nenabled = false\n"
+    )
+    server = start_server(config)
+    try:
+        assert server.api is not None
+        api = Api(*server.api, token=token(server, "ops", "write"))
+        api.post("/v1/entries", {"list": "white", "kind": "domain", "value": "partner.example"})
+        reply = api.get("/", token=None)
+        assert reply.status == 200 and reply.content_type == "text/html"
+        assert "default-src 'none'" in reply.headers["content-security-policy"]
+        page = reply.body.decode()
+        links = set(re.findall(r'href="([^"]+)"', page))
+        assert links == {"/v1/openapi.yaml", "/healthz", "/readyz", "/metrics"}
+        for link in links:
+            assert api.get(link, token=None).status == 200, link
+        assert "ui.enabled" in page and api.get("/ui/", token=None).status == 404
+        # Nothing about the lists or the configuration.
+        for secret in ("partner.example", "hotmail", "s25rbl.test", "sqlite", "0.1.0"):
+            assert secret not in page, secret
+    finally:
+        server.stop()
 
 
 def test_concurrent_writes_from_many_clients_lose_nothing(api: Api) -> None:

@@ -50,6 +50,7 @@ RECIPIENT = "user@example.test"
 SHIPPED_PORT = 2525  # the shipped ACL as it is
 HOSTNAME_PORTS = {"host_lookup": 2526, "lookup_on_use": 2527}  # the ACL less its address-zone defer
 POLICY_PORT = 2528
+LATER_PORT = 2529  # the shipped ACL, then a statement refusing the whitelisted client
 
 
 @dataclass
@@ -207,10 +208,26 @@ def test_shipped_acl_accepts_an_operator_whitelisted_client_before_any_blocklist
     assert_accepted_and_delivered(exim_lab, exim, result, mark)
     queries = unbound.queries()[asked:]
     assert (f"{reverse(ip)}.{WL_ZONE}", "A") in queries, exim_lab.explain(result, exim)
-    # "accept dnslists = WL" ended the ACL: neither blocking zone was asked.
+    # The whitelist ended s25rbl's statements: neither blocking zone was asked.
     assert not [q for q in queries if q[0].endswith((BL_ZONE, HL_ZONE))], f"{queries}" + exim_lab.explain(
         result, exim
     )
+
+
+def test_the_whitelist_lets_a_client_past_s25rbls_statements_only(exim_lab: EximLab) -> None:
+    # The shipped ACL has no "accept": a whitelisted (or learned) client still meets the
+    # statements after it. A variant adds one that refuses this client by address.
+    ip, _ = WHITELISTED
+    later = f"  deny    message       = a later statement\n          hosts         = {ip}\n"
+    with Exim(
+        exim_lab.lab.mx,
+        exim_lab.lab.directory / "exim-later",
+        shipped_acl() + later,
+        listen=(MX_IP, LATER_PORT),
+    ) as exim:
+        result = exim_lab.smtp(WHITELISTED, LATER_PORT)
+        assert result.error is None and len(result.rcpt) == 1, exim_lab.explain(result, exim)
+        assert result.rcpt[0] == (550, "a later statement"), exim_lab.explain(result, exim)
 
 
 # --------------------------------------------------------------------- the hostname zone

@@ -1,4 +1,5 @@
-"""Learning and expiry on a real SQLite store with the real migrations; time is a fake clock."""
+"""Learning and expiry on a real store (SQLite file, PostgreSQL) with the real migrations; time
+is a fake clock, and s25rbl's own verdict on each address comes from a dict judge."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from s25rbl.store.db import Store, migrate
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.models import Entry, Report
 from tests.support.clock import FakeClock
+from tests.support.judges import DictJudge
 
 SETTINGS = LearningSettings()
 # 60 s, 48 h, 2 retries, 35 days
@@ -53,6 +55,13 @@ def report(
     }
 
 
+def learner_for(
+    clock: FakeClock, judge: DictJudge | None = None, settings: LearningSettings = SETTINGS
+) -> Learner:
+    """A learner whose judge lists every address (no confirmed name, .4) unless told otherwise."""
+    return Learner(settings, clock, judge=judge or DictJudge())
+
+
 async def learned(store: Store) -> list[Entry]:
     async with store.transaction() as session:
         rows = await session.execute(select(Entry).where(Entry.source == EntrySource.LEARNED))
@@ -61,7 +70,7 @@ async def learned(store: Store) -> list[Entry]:
 
 async def test_an_mta_that_retries_at_proper_intervals_is_learned(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     for n in range(3):  # the first attempt and two retries, ten minutes apart
         result = await learner.ingest(
             store, [report(clock, key=f"k{n}", sender=f"prvs={n}abc123={n}x@x")], "mx1"
@@ -82,7 +91,7 @@ async def test_an_mta_that_retries_at_proper_intervals_is_learned(store: Store) 
 
 async def test_a_bot_that_retries_once_is_not_learned(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     await learner.ingest(store, [report(clock, key="a")], "mx1")
     clock.advance(300)
     result = await learner.ingest(store, [report(clock, key="b")], "mx1")
@@ -91,7 +100,7 @@ async def test_a_bot_that_retries_once_is_not_learned(store: Store) -> None:
 
 async def test_retries_faster_than_the_minimum_interval_do_not_count(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     for n in range(5):
         await learner.ingest(store, [report(clock, key=f"f{n}")], "mx1")
         clock.advance(20)
@@ -100,7 +109,7 @@ async def test_retries_faster_than_the_minimum_interval_do_not_count(store: Stor
 
 async def test_duplicate_reports_count_once(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     first = report(clock, key="same")
     assert (await learner.ingest(store, [first], "mx1")).accepted == 1
     clock.advance(600)
@@ -110,7 +119,7 @@ async def test_duplicate_reports_count_once(store: Store) -> None:
 
 async def test_refused_reports_say_why_and_do_not_spoil_the_batch(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     old = report(clock, key="old")
     old["time"] = (clock.now() - timedelta(hours=49)).isoformat()
     future = report(clock, key="future")
@@ -136,7 +145,7 @@ async def test_forbidden_address_is_never_learned(store: Store) -> None:
     clock = FakeClock()
     async with store.transaction() as session:
         await LearnBlockRepository(session).block("192.0.2.7", "spam cannon that retries", "ops", clock.now())
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     for n in range(4):
         await learner.ingest(store, [report(clock, key=f"x{n}")], "mx1")
         clock.advance(600)
@@ -145,28 +154,32 @@ async def test_forbidden_address_is_never_learned(store: Store) -> None:
 
 async def test_pool_retries_from_several_addresses_become_one_suggestion(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
     pool = [
         ("198.51.100.1", "a1-1.smtp-out.bigmail.example"),
         ("198.51.100.2", "a2-2.smtp-out.bigmail.example"),
         ("198.51.100.3", "a3-3.smtp-out.bigmail.example"),
     ]
+    judge = DictJudge()
+    for ip, name in pool:
+        judge.name(ip, name)
+    learner = learner_for(clock, judge)
     results = []
     for n, (ip, name) in enumerate(pool):
         results.append(await learner.ingest(store, [report(clock, ip, key=f"p{n}", name=name)], "mx1"))
         clock.advance(600)
     assert await learned(store) == []  # no single address retried
-    assert results[-1].suggested == ["bigmail.example"]
+    # The narrowest domain that holds the pool's names, not the whole registrable domain.
+    assert results[-1].suggested == ["smtp-out.bigmail.example"]
     from s25rbl.store.learning import SuggestionRepository
 
     async with store.transaction() as session:
         rows = await SuggestionRepository(session).search(None)
-    assert [(s.domain, s.status) for s in rows] == [("bigmail.example", "open")]
+    assert [(s.domain, s.status) for s in rows] == [("smtp-out.bigmail.example", "open")]
 
 
 async def test_expiry_removes_exactly_what_has_expired(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     await Services(store, clock).lists.add_one(
         EntrySpec(ListName.BLACK, EntryKind.IP, "192.0.2.50"),
         actor="t",
@@ -205,7 +218,7 @@ async def test_expiry_removes_exactly_what_has_expired(store: Store) -> None:
 
 async def test_hits_renew_a_learned_entry(store: Store) -> None:
     clock = FakeClock()
-    learner = Learner(SETTINGS, clock)
+    learner = learner_for(clock)
     for n in range(3):
         await learner.ingest(store, [report(clock, key=f"h{n}")], "mx1")
         clock.advance(600)

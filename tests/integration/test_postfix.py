@@ -145,6 +145,41 @@ def test_whitelisted_client_is_accepted_by_permit_dnswl_client(lab: MailLab) -> 
         assert removed.returncode == 0, removed.stdout + removed.stderr
 
 
+def test_the_whitelist_permits_only_past_s25rbls_own_checks(lab: MailLab) -> None:
+    # The shipped permit_dnswl_client is filtered to s25rbl's whitelist codes and sits in a
+    # list of s25rbl's checks only: a whitelisted (or learned) client skips them, and still
+    # meets the restrictions of the later stages. A variant adds one after s25rbl's, refusing
+    # this client by address: the whitelist must not let it past.
+    items = shipped_list(lab)
+    assert f"permit_dnswl_client {WL_ZONE}=127.0.0.[2..3]" in items, items
+    assert not any(
+        item.startswith("permit_dnswl_client") for item in shipped_list(lab, "smtpd_recipient_restrictions")
+    )
+    ip, name = TO_WHITELIST
+    later = f"reject_unauth_destination, check_client_access inline:{{ {ip}=REJECT }}, permit"
+    variant = lab.extra_postfix("postfix-later", 2526, {"smtpd_recipient_restrictions": later})
+    added = lab.cli("entries", "add", "white", "ip", ip, "--reason", "postfix interop test")
+    assert added.returncode == 0, added.stdout + added.stderr
+    entry_id = re.search(r"added entry (\S+):", added.stdout)
+    assert entry_id, added.stdout
+    try:
+        mark = variant.log_size()
+        deadline = time.monotonic() + 10
+        while True:  # until the whitelist answer reaches unbound (negative TTL 1 s)
+            result = lab.smtp(ip, helo=name, body=None, port=2526)
+            if (result.rcpt and result.rcpt[0][0] != 450) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        code, reply = rcpt(lab, result)
+        assert code == 554 and "Access denied" in reply, f"{code} {reply}" + explain(lab, result)
+        variant.wait_for_log(
+            rf"permit: RCPT from {re.escape(name)}\[{re.escape(ip)}\]: action=permit_dnswl_client", after=mark
+        )
+    finally:
+        removed = lab.cli("entries", "remove", entry_id.group(1))
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
 def test_dynamic_helo_is_deferred_by_reject_rhsbl_helo(lab: MailLab) -> None:
     ip, name = CLEAN  # a clean client: only its HELO name is dynamic
     mark = lab.postfix.log_size()
@@ -158,18 +193,20 @@ def test_dynamic_helo_is_deferred_by_reject_rhsbl_helo(lab: MailLab) -> None:
     )
 
 
+def shipped_list(lab: MailLab, parameter: str = "smtpd_client_restrictions") -> list[str]:
+    shipped = lab.postfix.postconf("-h", parameter)
+    return [item.strip() for item in shipped.replace("\n", " ").split(",") if item.strip()]
+
+
 def test_dynamic_reverse_name_is_deferred_by_reject_rhsbl_reverse_client(lab: MailLab) -> None:
     # With the shipped list reject_rbl_client defers this client first. A second Postfix in
     # the same namespace runs the shipped list without reject_rbl_client, so the hostname
     # zone decides: Postfix asks it about the name it looked up itself.
-    shipped = lab.postfix.postconf("-h", "smtpd_recipient_restrictions")
-    items = [item.strip() for item in shipped.replace("\n", " ").split(",") if item.strip()]
+    items = shipped_list(lab)
     without_rbl = [item for item in items if not item.startswith("reject_rbl_client ")]
-    assert len(without_rbl) == len(items) - 1, shipped
-    assert f"reject_rhsbl_reverse_client {HL_ZONE}=127.0.0.[2..3]" in without_rbl, shipped
-    variant = lab.extra_postfix(
-        "postfix-rhsbl", 2525, {"smtpd_recipient_restrictions": ", ".join(without_rbl)}
-    )
+    assert len(without_rbl) == len(items) - 1, items
+    assert f"reject_rhsbl_reverse_client {HL_ZONE}=127.0.0.[2..3]" in without_rbl, items
+    variant = lab.extra_postfix("postfix-rhsbl", 2525, {"smtpd_client_restrictions": ", ".join(without_rbl)})
     ip, name = DYNAMIC
     mark, asked = variant.log_size(), len(lab.unbound.queries())
     result = lab.smtp(ip, helo="relay.example.org", port=2525)

@@ -8,7 +8,9 @@ made by the CLI, exactly as ``deploy/systemd/s25rbl-report-maillog.service`` doe
 
 The lab's s25rbl learns quickly (``[learning] min_interval = 2`` seconds instead of 60, the
 default ``retries = 2`` and window), so a client that retries "at proper intervals" does so
-3 s apart:
+3 s apart. Retries count by when s25rbl receives the reports (product §5); the reporter
+follows the log closely (``--interval 0.2``), so each deferral reaches s25rbl well within a
+second of Postfix logging it, and each attempt is reported before the next is made:
 
 - a client on a dynamic-looking address sends one message (same MAIL FROM, same RCPT TO) four
   times: the first attempt and its two retries get ``450 4.7.1 ... S25R check, be patient``,

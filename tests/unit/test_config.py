@@ -102,6 +102,34 @@ def test_state_directory_from_systemd_holds_the_default_store() -> None:
     assert s.database.url == "sqlite:////var/lib/s25rbl/s25rbl.db"
 
 
+# (id, key, value, expected problem)
+UI_BAD = [
+    ("secure-cookie", "S25RBL_UI__SECURE_COOKIE", "sometimes", "use auto, true or false"),
+    ("proxy", "S25RBL_UI__TRUSTED_PROXIES", "127.0.0.1,proxy.example", "is not an address or a network"),
+    ("idle", "S25RBL_UI__SESSION_IDLE", "5", "out of range"),
+    ("history", "S25RBL_UI__HISTORY", "0", "out of range"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), [c[1:] for c in UI_BAD], ids=[c[0] for c in UI_BAD])
+def test_bad_operators_page_settings_name_the_key(key: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_settings(environ={**BASE, key: value})
+    assert caught.value.key == "ui." + key.split("__")[1].lower()
+
+
+def test_operators_page_settings_are_read_and_normalised() -> None:
+    s = load_settings(
+        environ={
+            **BASE,
+            "S25RBL_UI__TRUSTED_PROXIES": "127.0.0.1, 10.1.2.3/8",
+            "S25RBL_UI__SECURE_COOKIE": "TRUE",
+        }
+    )
+    assert s.ui.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8")
+    assert s.ui.secure_cookie == "true" and s.ui.enabled and s.ui.sample_interval == 60
+
+
 # --- [policy] ----------------------------------------------------------------------------
 
 

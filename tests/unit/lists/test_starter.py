@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 from publicsuffixlist import PublicSuffixList
 
+from s25rbl.errors import InvalidEntry, StarterFormatError
+from s25rbl.lists import starter
 from s25rbl.lists.starter import (
     MAX_REASON,
+    STARTER_FILE,
     StarterEntry,
-    StarterFormatError,
+    check_release,
     load_starter,
     parse_starter,
 )
@@ -111,6 +114,7 @@ END_USER_POOLS: list[tuple[str, str]] = [
     # --- Latin America, Oceania, India ---------------------------------------------------------
     ("189-12-34-56.dsl.telesp.net.br", "Vivo (Telefonica Brasil)"),
     ("201-12-34-56.user.veloxzone.com.br", "Oi"),
+    ("200-221-84-35.dsl-sp.uol.com.br", "UOL"),
     ("dsl-189-12-34-56-dyn.prod-infinitum.com.mx", "Telmex"),
     ("123-243-12-34.tpgi.com.au", "TPG"),
     ("abts-kk-dynamic-123.12.34.56.airtelbroadband.in", "Airtel"),
@@ -227,6 +231,8 @@ BIG_SENDERS: list[tuple[str, str]] = [
     ("a7-11.smtp-out.eu-west-1.amazonses.com", "Amazon SES"),
     ("so254-9.mailgun.net", "Mailgun"),
     ("m43-7.mailgun.net", "Mailgun"),
+    ("o1678998x146.outbound-mail.sendgrid.net", "SendGrid"),
+    ("o1682455182.outbound-mail.sendgrid.net", "SendGrid"),
     ("mail187-29.suw11.mandrillapp.com", "Mailchimp Transactional"),
     ("mail132-18.atl131.mandrillapp.com", "Mailchimp Transactional"),
     ("mta-210-36.sparkpostmail.com", "SparkPost"),
@@ -253,6 +259,10 @@ BIG_SENDERS: list[tuple[str, str]] = [
     ("smtp07-ia2-sp4.mta.salesforce.com", "Salesforce"),
     ("smtp09-lo2-sp1.mta.salesforce.com", "Salesforce"),
     ("smtp07-phx-sp3.mta.salesforce.com", "Salesforce"),
+    ("outbyoip6.pod18.euc1.zdsys.com", "Zendesk"),
+    ("outbyoip2.pod13.usw2.zdsys.com", "Zendesk"),
+    ("mta-out5.pod20.usw2.zdsys.com", "Zendesk"),
+    ("smtp-fw-33001.amazon.com", "Amazon"),
     # --- Japan ---------------------------------------------------------------------------------
     ("mas-spm-mts-103c1.ocn.ad.jp", "OCN"),
     ("mas-dfr-mts-106c2.mail.goo.jp", "goo mail"),
@@ -271,7 +281,8 @@ BIG_SENDERS: list[tuple[str, str]] = [
     ("out30-97.freemail.mail.aliyun.com", "Alibaba Mail"),
     ("out199-7.us.a.mail.aliyun.com", "Alibaba Mail"),
     ("n169-112.mail.139.com", "China Mobile 139 Mail"),
-    ("189sx01-ptr.21cn.com", "China Telecom 189 Mail"),
+    ("smtpnm6-06.21cn.com", "China Telecom (21CN, 189 Mail)"),
+    ("smtpnm6-04.21cn.com", "China Telecom (21CN, 189 Mail)"),
     # --- Europe --------------------------------------------------------------------------------
     ("smtp1-g21.free.fr", "Free"),
     ("smtpfb2-g21.free.fr", "Free"),
@@ -396,9 +407,16 @@ def test_the_starter_list_unlists_a_big_sender(hostname: str, sender: str) -> No
 
 
 def test_big_sender_coverage_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    # The README's figures: entries, and the share of the big senders' names they unlist (with
+    # what the 0.1.0 entries alone unlisted of the same names, for comparison).
     share = coverage(name for name, _ in BIG_SENDERS)
+    first = [e for e in ENTRIES if e.since == "0.1.0"]
+    before = coverage((name for name, _ in BIG_SENDERS), starter_index(first))
     with capsys.disabled():
-        print(f"\nstarter whitelist: {len(ENTRIES)} entries, unlists {share:.0%} of {len(BIG_SENDERS)}")
+        print(
+            f"\nstarter whitelist: {len(ENTRIES)} entries unlist {share:.0%} of {len(BIG_SENDERS)} "
+            f"big senders' names; the {len(first)} entries of 0.1.0: {before:.0%}"
+        )
     assert share == 1.0
     assert coverage(name for name, _ in END_USER_POOLS) == 0.0
 
@@ -421,6 +439,56 @@ def test_load_reads_a_given_path(tmp_path: Path) -> None:
     path.write_text(GOOD, encoding="utf-8")
     (entry,) = load_starter(path)
     assert (entry.domain, entry.group) == ("example.com", "G")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"## G\nexample.com\t0.2.0\tthree columns\n", "), line 2: expected 4 TAB-separated columns"),
+        (b"## G\nexample.com\t0.2.0\t\xff\t\n", "): cannot be read ("),
+        (None, "): cannot be read ("),
+    ],
+    ids=["malformed-line", "not-utf8", "missing"],
+)
+def test_a_damaged_shipped_file_says_where_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, says: str
+) -> None:
+    if content is not None:
+        (tmp_path / STARTER_FILE).write_bytes(content)
+
+    class Shipped:
+        @staticmethod
+        def files(package: str) -> Path:
+            assert package == "s25rbl.lists"
+            return tmp_path
+
+    monkeypatch.setattr(starter, "resources", Shipped)
+    with pytest.raises(StarterFormatError) as caught:
+        load_starter()
+    message = str(caught.value)
+    assert message.startswith(f"the starter whitelist shipped with s25rbl ({tmp_path / STARTER_FILE}")
+    assert says in message
+    assert message.endswith("reinstall s25rbl, or set lists.builtin_whitelist = false to start without it")
+
+
+@pytest.mark.parametrize(
+    ("text", "good"),
+    [
+        ("0.2.0", True),
+        ("10.20.300", True),
+        ("0.2", False),
+        ("v0.2.0", False),
+        ("0.2.0 ", False),
+        ("1.2.3.4", False),
+    ],
+    ids=["release", "long-parts", "two-parts", "v-prefix", "trailing-blank", "four-parts"],
+)
+def test_check_release_takes_only_release_numbers(text: str, good: bool) -> None:
+    if good:
+        assert check_release(text, "f") == text
+    else:
+        with pytest.raises(InvalidEntry, match=r"^f: .* is not a release number like 0\.2\.0$"):
+            check_release(text, "f")
 
 
 @pytest.mark.parametrize(

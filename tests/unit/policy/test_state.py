@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s25rbl.clock import SystemClock
 from s25rbl.config import LearningSettings
-from s25rbl.learning.ingest import Learner
 from s25rbl.policy.decide import ClientTarpit, Session, TripletState
 from s25rbl.policy.state import ABSENT, Lru, PolicyState
 from s25rbl.service.policy import PolicyStore
@@ -35,7 +33,7 @@ def state(tmp_path: Path, clock: FakeClock) -> Iterator[PolicyState]:
     store = PolicyStore(
         Store(f"sqlite:///{tmp_path / 'unused.db'}"),
         clock,
-        Learner(LearningSettings(), SystemClock()),
+        LearningSettings(),
         learn_after=2,
         retry_window=86400,
         changed=_nothing,

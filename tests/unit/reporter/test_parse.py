@@ -82,12 +82,20 @@ CASES: list[tuple[str, str, Kind, tuple[str | None, ...] | None]] = [
         ),
     ),
     (
-        "'Client host rejected' wording from a custom reply, hostname zone",
-        f"Nov 23 21:50:02 mx1 postfix/smtpd[1235]: {R} p9.example.net[192.0.2.9]: 450 4.7.1 "
-        "<p9.example.net>: Client host rejected: blocked using hl.s25rbl.test; S25R check, be patient [r1]; "
-        "from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<p9.example.net>",
+        "reject_rhsbl_client: the client's name in the brackets",
+        f"Nov 23 21:50:02 mx1 postfix/smtpd[1235]: {R} p9.example.net[192.0.2.9]: 450 4.7.1 Service "
+        "unavailable; Client host [p9.example.net] blocked using hl.s25rbl.test; S25R check, be patient "
+        "[r1]; from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<p9.example.net>",
         Kind.REPORT,
         ("192.0.2.9", "p9.example.net", "p9.example.net", "a@b.example", "x@y.example", None),
+    ),
+    (
+        "reject_rhsbl_sender: the sender's domain in the brackets",
+        f"Nov 23 21:50:02 mx1 postfix/smtpd[1236]: {R} p9.example.net[192.0.2.9]: 450 4.7.1 Service "
+        "unavailable; Sender address [dsl12.example.net] blocked using hl.s25rbl.test; S25R check, be "
+        "patient [r6]; from=<a@DSL12.example.net> to=<x@y.example> proto=ESMTP helo=<p9.example.net>",
+        Kind.REPORT,
+        ("192.0.2.9", "p9.example.net", "p9.example.net", "a@DSL12.example.net", "x@y.example", None),
     ),
     (
         "null sender from=<>",
@@ -192,6 +200,64 @@ CASES: list[tuple[str, str, Kind, tuple[str | None, ...] | None]] = [
         ("192.0.2.77", "p7.example.net", "", "a@b.example", "x@y.example", None),
     ),
     # --- not reports -------------------------------------------------------------------
+    (
+        "a custom reply text: only Postfix's DNSBL reply format counts",
+        f"Nov 23 21:50:02 mx1 postfix/smtpd[1235]: {R} p9.example.net[192.0.2.9]: 450 4.7.1 "
+        "<p9.example.net>: Client host rejected: blocked using hl.s25rbl.test; S25R check, be patient [r1]; "
+        "from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<p9.example.net>",
+        Kind.NOT_OURS,
+        None,
+    ),
+    # Forged: the client chooses its HELO, sender and recipient, and puts our zone in them.
+    (
+        "forged: 'blocked using' our zone in the HELO of another check's rejection",
+        f"Nov 23 21:53:00 mx1 postfix/smtpd[1400]: {R} unknown[192.0.2.40]: 450 4.7.1 <x>: Helo command "
+        "rejected: Host not found; from=<a@b.example> to=<x@y.example> proto=ESMTP "
+        "helo=<x; Client host [192.0.2.40] blocked using bl.s25rbl.test; S25R check, be patient [r1]>",
+        Kind.NOT_OURS,
+        None,
+    ),
+    (
+        "forged: our zone in a quoted sender of a 'User unknown' rejection",
+        f"Nov 23 21:53:01 mx1 postfix/smtpd[1401]: {R} unknown[192.0.2.41]: 450 4.1.1 <x@y.example>: "
+        "Recipient address rejected: User unknown; "
+        'from=<"Service unavailable; Client host [192.0.2.41] blocked using bl.s25rbl.test"@b.example> '
+        "to=<x@y.example> proto=ESMTP helo=<bot>",
+        Kind.NOT_OURS,
+        None,
+    ),
+    (
+        "forged: our zone in the recipient of a 'Relay access denied'",
+        f"Nov 23 21:53:02 mx1 postfix/smtpd[1402]: {R} unknown[192.0.2.42]: 454 4.7.1 <x@e.example>: "
+        "Relay access denied; from=<a@b.example> "
+        'to=<"; Client host [192.0.2.42] blocked using bl.s25rbl.test;"@e.example> proto=ESMTP helo=<bot>',
+        Kind.NOT_OURS,
+        None,
+    ),
+    (
+        "forged: a HELO that closes the brackets of another zone's rhsbl reply",
+        f"Nov 23 21:53:03 mx1 postfix/smtpd[1403]: {R} unknown[192.0.2.43]: 450 4.7.1 Service unavailable; "
+        "Helo command [a] blocked using bl.s25rbl.test; r [b] blocked using dbl.example.org; listed; "
+        "from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<a] blocked using bl.s25rbl.test; r [b>",
+        Kind.NOT_OURS,
+        None,
+    ),
+    (
+        "forged: another client's address in the brackets",
+        f"Nov 23 21:53:04 mx1 postfix/smtpd[1404]: {R} unknown[192.0.2.44]: 450 4.7.1 Service unavailable; "
+        "Client host [192.0.2.99] blocked using bl.s25rbl.test; S25R check, be patient [r1]; "
+        "from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<bot>",
+        Kind.NOT_OURS,
+        None,
+    ),
+    (
+        "forged: our zone only as a prefix of the zone that blocked",
+        f"Nov 23 21:53:05 mx1 postfix/smtpd[1405]: {R} unknown[192.0.2.45]: 450 4.7.1 Service unavailable; "
+        "Client host [192.0.2.45] blocked using bl.s25rbl.test.evil.example; listed; "
+        "from=<a@b.example> to=<x@y.example> proto=ESMTP helo=<bot>",
+        Kind.NOT_OURS,
+        None,
+    ),
     (
         "5xx with our zone: someone configured a permanent rejection",
         f"Nov 23 21:51:00 mx1 postfix/smtpd[1300]: {R} p8.example.net[192.0.2.8]: 554 5.7.1 Service "
@@ -427,6 +493,20 @@ def test_classic_timestamps_use_the_given_or_local_time_zone(monkeypatch: pytest
         time.tzset()
     assert local.rejection is not None
     assert local.rejection.report()["time"] == "2026-11-23T13:00:29+00:00"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "9999-12-31T23:59:59-23:59",  # past year 9999 once in UTC
+        "0001-01-01T00:00:00+23:59",  # before year 1 once in UTC
+        "2026-02-30T22:00:29+00:00",
+        "2026-11-23T25:00:29+00:00",
+    ],
+)
+def test_timestamps_that_are_no_real_time_make_the_line_unparsable(stamp: str) -> None:
+    parsed = parser().parse(REAL_BL.replace("Nov 23 22:00:29", stamp).encode())
+    assert (parsed.kind, parsed.why) == (Kind.UNPARSABLE, "bad timestamp")
 
 
 @pytest.mark.parametrize(

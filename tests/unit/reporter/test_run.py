@@ -108,6 +108,52 @@ def test_batches_counts_and_summary(tmp_path: Path) -> None:
     assert "1 not rejections" in out
 
 
+def test_a_line_with_an_impossible_time_is_counted_and_its_neighbours_sent(tmp_path: Path) -> None:
+    # Past year 9999 once in UTC: it used to stop the reporter on every start, and the good
+    # line before it was never sent.
+    bad = reject_line(2).replace("Nov 23 22:00:29", "9999-12-31T23:59:59-23:59")
+    client = FakeClient()
+    reporter, out = run_reporter(tmp_path, client, [reject_line(1), bad, reject_line(3)], batch=1)
+    assert client.batches == [1, 1]
+    assert reporter.counts.kinds[Kind.UNPARSABLE] == 1
+    assert "3 lines: 2 rejections reported (2 accepted" in out and "1 unparsable" in out
+
+
+def test_a_line_the_parser_cannot_handle_is_counted_never_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = FakeClient()
+    lines = [reject_line(1), reject_line(2), reject_line(3)]
+
+    class Fragile(LineParser):
+        def parse(self, raw: bytes) -> Any:
+            if b"smtpd[2]" in raw:
+                raise RuntimeError("a bug in the parser")
+            return super().parse(raw)
+
+    log = tmp_path / "mail.log"
+    log.write_text("".join(line + "\n" for line in lines))
+    logfile = LogFile(str(log), follow=False)
+    logfile.start(None)
+    reporter = Reporter(
+        Fragile(ZONES, tz=UTC, now=lambda: NOW),
+        client,
+        FileSource(logfile),
+        None,
+        str(log),
+        Options(batch=1, interval=60),
+        threading.Event(),
+        io.StringIO(),
+    )
+    try:
+        assert reporter.run() == 0
+    finally:
+        logfile.close()
+    assert client.batches == [1, 1]
+    assert reporter.counts.kinds[Kind.UNPARSABLE] == 1
+    assert "a bug in the parser" in caplog.text
+
+
 def test_outage_retries_the_same_batch_until_accepted(tmp_path: Path) -> None:
     client = FakeClient(
         [ReportsDeferred("503"), ReportsDeferred("refused"), ReportsDeferred("503", retry_after=0.01)]

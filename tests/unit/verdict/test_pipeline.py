@@ -10,7 +10,7 @@ from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.resolve.codec import LookupStatus
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.verdict.lists import ListIndex
-from s25rbl.verdict.model import Code, Step
+from s25rbl.verdict.model import Code, Step, WhitelistCode
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.unit.fakes import DictResolver
 
@@ -61,6 +61,62 @@ ORDER = [
         "3-learned-beats-lookup",
         [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED)],
         DictResolver().fail(IP, LookupStatus.TIMEOUT),
+        Code.NOT_LISTED,
+        Step.LEARNED,
+    ),
+    (
+        "3-learned-loses-to-blacklist-domain",
+        [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), entry(2, B, EntryKind.DOMAIN, "ocn.ne.jp")],
+        dynamic(),
+        Code.BLACKLIST,
+        Step.BLACKLIST_NAME,
+    ),
+    (
+        "3-learned-loses-to-blacklist-hostname",
+        [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), entry(2, B, EntryKind.HOSTNAME, DYN)],
+        dynamic(),
+        Code.BLACKLIST,
+        Step.BLACKLIST_NAME,
+    ),
+    (
+        "3-learned-loses-to-blacklist-regex",
+        [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), entry(2, B, EntryKind.REGEX, r"\.ocn\.ne\.jp$")],
+        dynamic(),
+        Code.BLACKLIST,
+        Step.BLACKLIST_NAME,
+    ),
+    (
+        "3-learned-loses-to-blacklist-of-a-claimed-name",
+        [
+            entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED),
+            entry(2, B, EntryKind.DOMAIN, "dip.t-dialin.net"),
+        ],
+        DictResolver().ptr(IP, "pd9e.dip.t-dialin.net"),
+        Code.BLACKLIST,
+        Step.BLACKLIST_NAME,
+    ),
+    (
+        "3-learned-beats-rules-when-no-blacklist-entry-matches",
+        [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), entry(2, B, EntryKind.DOMAIN, "other.example")],
+        dynamic(),
+        Code.NOT_LISTED,
+        Step.LEARNED,
+    ),
+    (
+        "3-learned-stands-when-the-lookup-fails-for-now",
+        [entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), entry(2, B, EntryKind.DOMAIN, "ocn.ne.jp")],
+        DictResolver().fail(IP, LookupStatus.TIMEOUT),
+        Code.NOT_LISTED,
+        Step.LEARNED,
+    ),
+    (
+        "3-learned-and-whitelist-name-beat-blacklist-name",
+        [
+            entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED),
+            entry(2, B, EntryKind.DOMAIN, "ocn.ne.jp"),
+            entry(3, W, EntryKind.HOSTNAME, DYN),
+        ],
+        dynamic(),
         Code.NOT_LISTED,
         Step.LEARNED,
     ),
@@ -217,6 +273,45 @@ async def test_address_steps_need_no_lookup() -> None:
     engine = engine_for([entry(1, B, EntryKind.IP, IP)], resolver)
     assert engine.decide_fast(ipaddress.ip_address(IP)) is not None
     assert resolver.calls == []
+
+
+@pytest.mark.parametrize(
+    "blacklist",
+    [
+        entry(2, B, EntryKind.DOMAIN, "ocn.ne.jp"),
+        entry(2, B, EntryKind.HOSTNAME, DYN),
+        entry(2, B, EntryKind.REGEX, r"^p[0-9]+-ipad"),
+    ],
+    ids=["domain", "hostname", "regex"],
+)
+async def test_the_responder_path_never_lets_a_learned_address_past_a_name_blacklist(
+    blacklist: EntryRow,
+) -> None:
+    # The responder asks decide_fast, then decide_after_lists: the learned address must not
+    # be decided before the names are known, and neither zone may whitelist it.
+    engine = engine_for([entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED), blacklist], dynamic())
+    ip = ipaddress.ip_address(IP)
+    assert engine.decide_fast(ip) is None
+    verdict = await engine.decide_after_lists(ip)
+    assert (verdict.code, verdict.step) == (Code.BLACKLIST, Step.BLACKLIST_NAME)
+    assert verdict.whitelist is WhitelistCode.NOT_LISTED
+    cached = engine.decide_fast(ip)  # the lookup is cached now: decided without waiting
+    assert cached is not None and cached.code is Code.BLACKLIST
+
+
+async def test_a_learned_address_needs_no_lookup_while_no_name_is_blacklisted() -> None:
+    resolver = dynamic()
+    engine = engine_for([entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED)], resolver)
+    verdict = engine.decide_fast(ipaddress.ip_address(IP))
+    assert verdict is not None and verdict.step is Step.LEARNED
+    assert verdict.whitelist is WhitelistCode.LEARNED
+    assert resolver.calls == []
+
+
+async def test_ignoring_learned_gives_the_verdict_learning_judges_by() -> None:
+    engine = engine_for([entry(1, W, EntryKind.IP, IP, EntrySource.LEARNED)], dynamic())
+    verdict = await engine.decide(ipaddress.ip_address(IP), ignore_learned=True)
+    assert (verdict.code, verdict.step) == (Code.S25R, Step.S25R_RULE)
 
 
 async def test_deadline_turns_a_slow_upstream_into_tempfail() -> None:

@@ -1,5 +1,6 @@
-"""The configuration's value parsers: each takes what TOML or the environment gave and returns
-the typed value, or raises ValueError with a message for the user (``config`` adds the key)."""
+"""The configuration's values: the ``Endpoint`` type and one parser per kind of setting, each
+turning a raw value (from TOML or the environment) into its typed form, or raising ValueError
+with a message for the user (``config.load_settings`` adds the key's name)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def parse_zone(text: str) -> str:
     return name
 
 
-def as_bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -74,7 +75,7 @@ def as_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean (true or false)")
 
 
-def as_list(value: Any) -> list[str]:
+def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [v for v in (p.strip() for p in value.split(",")) if v]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -82,7 +83,7 @@ def as_list(value: Any) -> list[str]:
     raise ValueError(f"{value!r} is not a list of strings")
 
 
-def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[Any], Any]:
+def parse_number(kind: type[int] | type[float], low: float, high: float) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{value!r} is not a number")
@@ -97,34 +98,65 @@ def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[
     return parse
 
 
-def listen_list(value: Any) -> tuple[Endpoint, ...]:
-    items = tuple(parse_endpoint(v) for v in as_list(value))
+def parse_listen(value: Any) -> tuple[Endpoint, ...]:
+    items = tuple(parse_endpoint(v) for v in _as_list(value))
     if not items:
         raise ValueError("at least one address:port is needed")
     return items
 
 
-def upstreams(value: Any) -> tuple[Endpoint, ...]:
-    return tuple(parse_endpoint(v, default_port=53) for v in as_list(value))
+def parse_upstreams(value: Any) -> tuple[Endpoint, ...]:
+    return tuple(parse_endpoint(v, default_port=53) for v in _as_list(value))
 
 
-def names(value: Any) -> tuple[str, ...]:
-    return tuple(parse_zone(v) for v in as_list(value))
+def parse_names(value: Any) -> tuple[str, ...]:
+    return tuple(parse_zone(v) for v in _as_list(value))
 
 
-def level(value: Any) -> str:
+def parse_level(value: Any) -> str:
     text = str(value).lower()
     if text not in ("debug", "info", "warning", "error"):
         raise ValueError(f"{value!r}: use debug, info, warning or error")
     return text
 
 
-def optional_endpoint(value: Any) -> Endpoint | None:
+def parse_secure_cookie(value: Any) -> str:
+    text = str(value).lower()
+    if isinstance(value, bool) or text in ("true", "false"):
+        return "true" if value is True or text == "true" else "false"
+    if text != "auto":
+        raise ValueError(f"{value!r}: use auto, true or false")
+    return text
+
+
+def parse_networks(value: Any) -> tuple[str, ...]:
+    out = []
+    for item in _as_list(value):
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an address or a network (e.g. 127.0.0.1, 10.0.0.0/8)"
+            ) from None
+    return tuple(out)
+
+
+def parse_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and "://" not in text:
+        raise ValueError(f"{text!r} is not a URL (e.g. sqlite:///var/lib/s25rbl/s25rbl.db)")
+    return text
+
+
+def parse_optional_endpoint(value: Any) -> Endpoint | None:
+    """An address:port, or None for an empty value (a listener turned off)."""
     text = str(value).strip()
     return parse_endpoint(text) if text else None
 
 
-def choice(*allowed: str) -> Callable[[Any], str]:
+def parse_choice(*allowed: str) -> Callable[[Any], str]:
+    """One of ``allowed``, compared in lower case."""
+
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
         if text not in allowed:
@@ -132,21 +164,3 @@ def choice(*allowed: str) -> Callable[[Any], str]:
         return text
 
     return parse
-
-
-def url(value: Any) -> str:
-    text = str(value).strip()
-    if text and "://" not in text:
-        raise ValueError(f"{text!r} is not a URL (e.g. sqlite:///var/lib/s25rbl/s25rbl.db)")
-    return text
-
-
-def networks(value: Any) -> tuple[str, ...]:
-    """Networks in CIDR notation (an address alone is its /32 or /128), canonical."""
-    found = []
-    for item in as_list(value):
-        try:
-            found.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an address or a network (e.g. 192.0.2.0/24)") from None
-    return tuple(found)

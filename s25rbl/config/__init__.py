@@ -14,20 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s25rbl.config_values import Endpoint, parse_endpoint, parse_zone
-from s25rbl.config_values import as_bool as _as_bool
-from s25rbl.config_values import choice as _choice
-from s25rbl.config_values import level as _level
-from s25rbl.config_values import listen_list as _listen_list
-from s25rbl.config_values import names as _names
-from s25rbl.config_values import networks as _networks
-from s25rbl.config_values import number as _number
-from s25rbl.config_values import optional_endpoint as _optional_endpoint
-from s25rbl.config_values import upstreams as _upstreams
-from s25rbl.config_values import url as _url
+from s25rbl.config.values import Endpoint as Endpoint  # re-exported: where every part imports it from
+from s25rbl.config.values import (
+    parse_bool,
+    parse_choice,
+    parse_endpoint,
+    parse_level,
+    parse_listen,
+    parse_names,
+    parse_networks,
+    parse_number,
+    parse_optional_endpoint,
+    parse_secure_cookie,
+    parse_upstreams,
+    parse_url,
+)
+from s25rbl.config.values import parse_zone as parse_zone  # re-exported
 from s25rbl.errors import ConfigError
-
-__all__ = ["ENV_PREFIX", "Endpoint", "Settings", "load_settings", "parse_endpoint", "parse_zone"]
 
 ENV_PREFIX = "S25RBL_"
 CONFIG_ENV = "S25RBL_CONFIG"
@@ -75,9 +78,10 @@ class DatabaseSettings:
 class ApiSettings:
     """``[api]``: the REST API's address and limits."""
 
-    listen: Endpoint = Endpoint("127.0.0.1", 8300)
+    listen: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 8300))
     metrics_public: bool = True
-    max_body: int = 8 * 1024 * 1024
+    max_body: int = 8 * 1024 * 1024  # the largest body (imports); other routes take far less
+    max_concurrent: int = 8  # API requests at work at once; more wait briefly, then get 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +102,30 @@ class LearningSettings:
     lifetime: float = 35 * 86400.0  # a learned address's lifetime, renewed while it is seen
     auto_approve_pools: bool = False  # turn pool suggestions into domain entries unreviewed
     expire_interval: float = 300.0  # seconds between expiry runs
+    reports_per_minute: float = 6000.0  # from one reporter (token); beyond: 429, Retry-After
+    address_reports_per_minute: float = 60.0  # about one client address, from all reporters
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    """``[ui]``: the operator's page under ``/ui/`` on the API's address: its sessions, its
+    cookies behind a TLS proxy, and the figures it keeps in memory."""
+
+    enabled: bool = True
+    session_idle: float = 1800.0  # seconds without a request before a session ends
+    session_lifetime: float = 43200.0  # seconds after sign-in that a session ends regardless
+    secure_cookie: str = "auto"  # auto: Secure when the request came over TLS; true; false
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-* is believed
+    sample_interval: float = 60.0  # seconds between two samples of the node's counters
+    history: int = 1440  # samples kept in memory (1440 x 60 s: a day)
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
     """``[policy]``: the Postfix policy service (product §7): Rgrey, Starpit and taRgrey."""
 
-    listen: Endpoint | None = Endpoint("127.0.0.1", 10030)  # None: no policy service
+    # None: no policy service.
+    listen: Endpoint | None = field(default_factory=lambda: Endpoint("127.0.0.1", 10030))
     mode: str = "targrey"  # s25r, rgrey, starpit, targrey
     tarpit: int = 65  # seconds Postfix waits (SLEEP) at the first RCPT of a listed client
     delay: float = 300.0  # a greylisted triplet passes when retried this much later ...
@@ -139,6 +160,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     lists: ListSettings = field(default_factory=ListSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    ui: UiSettings = field(default_factory=UiSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
@@ -146,66 +168,78 @@ class Settings:
 
 _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "dns": {
-        "listen": _listen_list,
+        "listen": parse_listen,
         "zone": parse_zone,
         "whitelist_zone": parse_zone,
         "hostname_zone": lambda v: parse_zone(v) if str(v).strip(" .") else "",
-        "ip_literal_names": _as_bool,
-        "nameservers": _names,
+        "ip_literal_names": parse_bool,
+        "nameservers": parse_names,
         "hostmaster": lambda v: parse_zone(str(v).replace("@", ".")),
-        "ttl": _number(int, 0, 604800),
-        "negative_ttl": _number(int, 0, 86400),
-        "tempfail_ttl": _number(int, 0, 3600),
-        "tcp_idle_timeout": _number(float, 0.1, 3600),
-        "max_udp_payload": _number(int, 512, 4096),
-        "workers": _number(int, 1, 64),
-        "answer_cache_size": _number(int, 0, 50_000_000),
+        "ttl": parse_number(int, 0, 604800),
+        "negative_ttl": parse_number(int, 0, 86400),
+        "tempfail_ttl": parse_number(int, 0, 3600),
+        "tcp_idle_timeout": parse_number(float, 0.1, 3600),
+        "max_udp_payload": parse_number(int, 512, 4096),
+        "workers": parse_number(int, 1, 64),
+        "answer_cache_size": parse_number(int, 0, 50_000_000),
     },
     "resolver": {
-        "upstreams": _upstreams,
-        "timeout": _number(float, 0.05, 30),
-        "max_names": _number(int, 1, 32),
-        "max_inflight": _number(int, 1, 100_000),
-        "cache_size": _number(int, 0, 50_000_000),
+        "upstreams": parse_upstreams,
+        "timeout": parse_number(float, 0.05, 30),
+        "max_names": parse_number(int, 1, 32),
+        "max_inflight": parse_number(int, 1, 100_000),
+        "cache_size": parse_number(int, 0, 50_000_000),
     },
-    "database": {"url": _url},
+    "database": {"url": parse_url},
     "api": {
         "listen": lambda v: parse_endpoint(str(v)),
-        "metrics_public": _as_bool,
-        "max_body": _number(int, 1024, 256 * 1024 * 1024),
+        "metrics_public": parse_bool,
+        "max_body": parse_number(int, 1024, 256 * 1024 * 1024),
+        "max_concurrent": parse_number(int, 1, 256),
     },
     "lists": {
-        "builtin_whitelist": _as_bool,
-        "refresh_interval": _number(float, 0.05, 3600),
+        "builtin_whitelist": parse_bool,
+        "refresh_interval": parse_number(float, 0.05, 3600),
     },
     "learning": {
-        "min_interval": _number(float, 0, 86400),
-        "window": _number(float, 60, 30 * 86400),
-        "retries": _number(int, 1, 100),
-        "lifetime": _number(float, 60, 3650 * 86400),
-        "auto_approve_pools": _as_bool,
-        "expire_interval": _number(float, 1, 86400),
+        "min_interval": parse_number(float, 0, 86400),
+        "window": parse_number(float, 60, 30 * 86400),
+        "retries": parse_number(int, 1, 100),
+        "lifetime": parse_number(float, 60, 3650 * 86400),
+        "auto_approve_pools": parse_bool,
+        "expire_interval": parse_number(float, 1, 86400),
+        "reports_per_minute": parse_number(float, 1, 1e7),
+        "address_reports_per_minute": parse_number(float, 1, 1e7),
+    },
+    "ui": {
+        "enabled": parse_bool,
+        "session_idle": parse_number(float, 60, 7 * 86400),
+        "session_lifetime": parse_number(float, 300, 30 * 86400),
+        "secure_cookie": parse_secure_cookie,
+        "trusted_proxies": parse_networks,
+        "sample_interval": parse_number(float, 1, 3600),
+        "history": parse_number(int, 10, 100_000),
     },
     "policy": {
-        "listen": _optional_endpoint,
-        "mode": _choice("s25r", "rgrey", "starpit", "targrey"),
+        "listen": parse_optional_endpoint,
+        "mode": parse_choice("s25r", "rgrey", "starpit", "targrey"),
         # Below the 5 minutes RFC 5321 gives a client to wait for the RCPT reply.
-        "tarpit": _number(int, 1, 299),
-        "delay": _number(float, 0, 86400),
-        "retry_window": _number(float, 60, 30 * 86400),
-        "max_age": _number(float, 3600, 3650 * 86400),
-        "learn_after": _number(int, 1, 100),
-        "ipv4_prefix": _number(int, 8, 32),
-        "ipv6_prefix": _number(int, 16, 128),
-        "max_tarpits": _number(int, 0, 100_000),
-        "dry_run": _as_bool,
-        "on_tempfail": _choice("dunno", "defer"),
-        "idle_timeout": _number(float, 1, 86400),
-        "max_connections": _number(int, 1, 100_000),
-        "allow": _networks,
-        "cache_size": _number(int, 1000, 50_000_000),
+        "tarpit": parse_number(int, 1, 299),
+        "delay": parse_number(float, 0, 86400),
+        "retry_window": parse_number(float, 60, 30 * 86400),
+        "max_age": parse_number(float, 3600, 3650 * 86400),
+        "learn_after": parse_number(int, 1, 100),
+        "ipv4_prefix": parse_number(int, 8, 32),
+        "ipv6_prefix": parse_number(int, 16, 128),
+        "max_tarpits": parse_number(int, 0, 100_000),
+        "dry_run": parse_bool,
+        "on_tempfail": parse_choice("dunno", "defer"),
+        "idle_timeout": parse_number(float, 1, 86400),
+        "max_connections": parse_number(int, 1, 100_000),
+        "allow": parse_networks,
+        "cache_size": parse_number(int, 1000, 50_000_000),
     },
-    "log": {"level": _level},
+    "log": {"level": parse_level},
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -215,6 +249,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "api": ApiSettings,
     "lists": ListSettings,
     "learning": LearningSettings,
+    "ui": UiSettings,
     "policy": PolicySettings,
     "log": LogSettings,
 }
