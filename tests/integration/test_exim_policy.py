@@ -132,8 +132,14 @@ def test_a_patient_client_is_tarpitted_once_and_its_message_is_a_pass(lab: EximP
     lab.logged(rf"\[{ip}\] RCPT .*to=<user@example\.test> .*: SLEEP {TARPIT} \(tarpit")
     lab.logged(rf"\[{ip}\] RCPT .*to=<other@example\.test> .*: DUNNO \(session: a later recipient")
     lab.logged(rf"\[{ip}\] END-OF-MESSAGE .*tarpit-delivered")
-    (record,) = lab.api(f"/v1/tarpits?client={client[0]}")["items"]
-    assert record["delivered_at"] is not None and record["client_name"] == client[1]
+    # Written a moment after the decision: the node writes in batches.
+    records = wait_for(
+        lambda: [r for r in lab.api(f"/v1/tarpits?client={client[0]}")["items"] if r["delivered_at"]] or None,
+        5,
+        "the delivered tarpit record",
+        0.1,
+    )
+    assert [r["client_name"] for r in records] == [client[1]]
 
 
 def test_a_client_that_hung_up_is_deferred_with_the_s25r_text_and_accepted_after_the_delay(
