@@ -92,8 +92,10 @@ class ReportRepository:
         ).scalar_one_or_none()
         retries = 0
         while at is not None and retries < enough and at + min_interval <= now:
+            # Strictly later, too: with a min_interval of 0, reports received together (one
+            # batch) are one attempt, not a retry of each other.
             after = select(func.min(Report.received_at)).where(
-                *match, Report.received_at >= at + min_interval
+                *match, Report.received_at >= at + min_interval, Report.received_at > at
             )
             at = (await self.session.execute(after)).scalar_one_or_none()
             if at is not None:

@@ -91,6 +91,19 @@ async def test_backdated_times_in_one_batch_are_one_attempt(store: Store) -> Non
     assert await learned(store) == []
 
 
+@pytest.mark.parametrize("retries", [1, 2])
+async def test_with_no_minimum_interval_one_batch_is_still_one_attempt(store: Store, retries: int) -> None:
+    clock = FakeClock()
+    settings = replace(SETTINGS, min_interval=0, retries=retries)
+    learner = Learner(settings, clock, judge=DictJudge())
+    result = await learner.ingest(store, [report(key=f"z{n}", clock=clock) for n in range(3)], "mx1")
+    assert result.accepted == 3 and result.learned == []
+    for n in range(retries):  # each later batch is one retry, however soon it comes
+        clock.advance(0.001)
+        result = await learner.ingest(store, [report(key=f"y{n}", clock=clock)], "mx1")
+    assert result.learned == [IP]
+
+
 async def test_properly_spaced_claims_sent_in_quick_succession_do_not_count(store: Store) -> None:
     clock = FakeClock()
     learner = Learner(SETTINGS, clock, judge=DictJudge())

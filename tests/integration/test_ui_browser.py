@@ -122,14 +122,14 @@ def test_approving_a_pool_suggestion_whitelists_its_domain_in_dns_and_is_audited
     (ip_a, host_a), (ip_b, host_b) = POOL
     lab.report(ip_a, host_a, 2, sender="orders@shop.example", key="pool-a")
     result = lab.report(ip_b, host_b, 1, sender="orders@shop.example", key="pool-b")
-    assert result["suggested"] == ["isp-a.example"] and not result["learned"]
+    assert result["suggested"] == ["pool.isp-a.example"] and not result["learned"]
     assert lab.answer(ip_a) == lab.answer(ip_b) == "127.0.0.2"
     signed_in_as(page, lab, "ops")
     page.get(f"{lab.base}/ui/review/suggestions")
     card = page.find_element("xpath", "//li[contains(@class,'card')][.//h2[contains(., 'isp-a.example')]]")
     assert ip_a in card.text and ip_b in card.text  # the addresses behind the suggestion
-    click(page, 'button[aria-label="Approve: whitelist isp-a.example"]')
-    assert flash(page).startswith("isp-a.example whitelisted (entry #")
+    click(page, 'button[aria-label="Approve: whitelist pool.isp-a.example"]')
+    assert flash(page).startswith("pool.isp-a.example whitelisted (entry #")
     for ip in (ip_a, ip_b):
         assert lab.answer(ip) == "NXDOMAIN"
         assert lab.answer(ip, WL) == "127.0.0.2"
