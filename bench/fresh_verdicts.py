@@ -190,6 +190,9 @@ listen = "127.0.0.1:0"
 [lists]
 builtin_whitelist = false
 
+[policy]
+listen = ""
+
 [log]
 level = "warning"
 """

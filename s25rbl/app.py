@@ -42,6 +42,7 @@ from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, ta
 from s25rbl.node.runloop import run_loop
 from s25rbl.node.sync import ListSync
 from s25rbl.node.workers import WorkerPool
+from s25rbl.policy.node import PolicyNode
 from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
@@ -56,7 +57,8 @@ from s25rbl.verdict.pipeline import VerdictEngine
 
 log = logging.getLogger(__name__)
 
-Ready = Callable[[list[Endpoint], Endpoint | None], None]  # DNS addresses bound; the API's, if any
+# DNS addresses bound; the API's and the policy service's, if any.
+Ready = Callable[[list[Endpoint], Endpoint | None, Endpoint | None], None]
 
 
 def build_engine(
@@ -223,7 +225,8 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | None = None) -> None:
-    """A full node until SIGTERM or SIGINT: DNS, extra DNS workers, expiry, the REST API."""
+    """A full node until SIGTERM or SIGINT: DNS, extra DNS workers, the policy service, expiry,
+    the REST API."""
     clock = clock or SystemClock()
     stop = asyncio.Event()
     # Signals first: a SIGTERM that arrives while starting still stops cleanly.
@@ -246,34 +249,57 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 own = node.counters()
                 return own if workers is None else total([own, *workers.counters.snapshots()])
 
-            metrics = Metrics(counters, node.lists)
-            expiry = ExpiryScheduler(node.store, clock, settings.learning, metrics.count_expired)
-            expiry.start()
             services = Services(
-                node.store, clock, settings.learning, changed=node.lists.reload, learner=node_learner(node)
+                node.store,
+                clock,
+                settings.learning,
+                changed=node.lists.reload,
+                learner=node_learner(node),
+                policy_settings=settings.policy,
             )
             await asyncio.to_thread(load_public_suffixes)  # pools need it: not on the event loop
+            policy: PolicyNode | None = None
+            if settings.policy.listen is not None:  # same engine, lists, caches and store as DNS
+                refresh = settings.lists.refresh_interval
+                policy = PolicyNode(
+                    settings.policy, node.engine, services.policy, clock, refresh_interval=refresh
+                )
+            metrics = Metrics(counters, node.lists, policy)
+            expiry = ExpiryScheduler(
+                node.store, clock, settings.learning, metrics.count_expired, policy=settings.policy
+            )
+            expiry.start()
             context = ApiContext(
-                settings, services, node.engine, node.lists, counters, metrics, TokenCache(services.tokens)
+                settings,
+                services,
+                node.engine,
+                node.lists,
+                counters,
+                metrics,
+                TokenCache(services.tokens),
+                policy,
             )
             api_app = create_api(context)
             if settings.ui.enabled:
                 mount_ui(api_app, operators_page(settings, context, counters))
             runner = web.AppRunner(api_app, handle_signals=False, access_log=None, logger=HttpServerLog())
             try:
+                policy_bound = await policy.start() if policy is not None else None
                 await runner.setup()
                 api = settings.api.listen
                 await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
                 bound = runner.addresses
                 api_port = int(bound[0][1]) if bound else api.port
                 if ready is not None and not stop.is_set():
-                    ready(list(listeners.bound), Endpoint(api.host, api_port))
+                    ready(list(listeners.bound), Endpoint(api.host, api_port), policy_bound)
                 await stop.wait()
                 log.info("stopping")
             finally:
                 expiry.stop()
                 await _cancel(tasks)
                 await runner.cleanup()
+                if policy is not None:
+                    await policy.stop()
                 if pool is not None:
                     await asyncio.to_thread(pool.stop)
 
@@ -335,7 +361,7 @@ async def serve_dns_only(
                 task = asyncio.create_task(report_counters(), name="counters")
                 try:
                     if ready is not None:
-                        ready(list(listeners.bound), None)
+                        ready(list(listeners.bound), None, None)
                     await stop.wait()
                 finally:
                     await _cancel([task])

@@ -123,3 +123,12 @@ class BatchRefused(S25rblError):
 
 class StateError(S25rblError):
     """The reporter's state file cannot be used (locked by another reporter, not writable)."""
+
+
+class PolicyRequestError(S25rblError):
+    """A policy-delegation request s25rbl cannot judge (garbage, no or a bad client address);
+    it is answered DUNNO. ``kind`` names the problem for the counters."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Python dependencies in .venv, and the real programs
-# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, nginx,
-# headless Chromium and its chromedriver) from Debian's packages when they are missing, Exim
-# unpacked into .cache/exim (scripts/unpack-exim.sh), and axe-core from npm into .cache/axe.
+# the tests talk to (dig, SpamAssassin, unbound, Postfix, rspamd, rbldnsd, dnsperf, postgrey,
+# nginx, headless Chromium and its chromedriver) from Debian's packages when they are missing,
+# Exim unpacked into .cache/exim (scripts/unpack-exim.sh), and axe-core from npm into .cache/axe.
 # PostgreSQL tests use the server at 127.0.0.1:5432 (or S25RBL_TEST_PG) and skip without one,
 # except under CI.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k handler`.
@@ -17,6 +17,7 @@ command -v unbound >/dev/null || [ -x /usr/sbin/unbound ] || need+=(unbound)
 [ -x /usr/bin/rspamd ] || need+=(rspamd)
 [ -x /usr/sbin/rbldnsd ] || need+=(rbldnsd)
 command -v dnsperf >/dev/null || need+=(dnsperf)
+[ -x /usr/sbin/postgrey ] || need+=(postgrey)  # bench/policy.py compares the policy service with it
 command -v ip >/dev/null || need+=(iproute2)
 command -v psql >/dev/null || need+=(postgresql-client)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)  # checks deploy/nginx's TLS proxy sample

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from s25rbl.api import entries, index, learning, observe
+from s25rbl.api import entries, index, learning, observe, policy
 from s25rbl.api.auth import FailedLogins, auth_middleware
 from s25rbl.api.context import CONTEXT, ApiContext, context_of
 from s25rbl.api.guard import Gate, guard_middleware
@@ -39,6 +39,7 @@ def setup_routes(app: web.Application) -> None:
     observe.setup(app)
     entries.setup(app)
     learning.setup(app)
+    policy.setup(app)
 
 
 def create_api(context: ApiContext) -> web.Application:

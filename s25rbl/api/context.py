@@ -12,6 +12,7 @@ from s25rbl.api.metrics import Metrics
 from s25rbl.config import Settings
 from s25rbl.node.counters import Snapshot
 from s25rbl.node.sync import ListSync
+from s25rbl.policy.node import PolicyNode
 from s25rbl.service import Services
 from s25rbl.verdict.pipeline import VerdictEngine
 
@@ -27,6 +28,7 @@ class ApiContext:
     counters: Callable[[], Snapshot]  # the node's DNS counters, every worker's included
     metrics: Metrics
     tokens: TokenCache
+    policy: PolicyNode | None = None  # the running policy service, if policy.listen is set
 
 
 CONTEXT = web.AppKey("context", ApiContext)

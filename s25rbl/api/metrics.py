@@ -14,6 +14,8 @@ from prometheus_client.registry import Collector
 
 from s25rbl.node.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, Snapshot
 from s25rbl.node.sync import ListSync
+from s25rbl.policy.counters import GREYLIST_OUTCOMES, TARPIT_OUTCOMES
+from s25rbl.policy.node import PolicyNode
 
 
 class NodeCollector(Collector):
@@ -66,12 +68,75 @@ class NodeCollector(Collector):
         )
 
 
-class Metrics:
-    """The node's Prometheus registry: its collector plus the API's own counters."""
+class PolicyCollector(Collector):
+    """The policy service's figures (product §7), read at scrape time."""
 
-    def __init__(self, counters: Callable[[], Snapshot], lists: ListSync) -> None:
+    def __init__(self, policy: PolicyNode) -> None:
+        self._policy = policy
+
+    def collect(self) -> Iterator[Metric]:
+        counters, state = self._policy.counters, self._policy.state
+
+        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"s25rbl_policy_{name}", text, value=value)
+
+        requests = CounterMetricFamily(
+            "s25rbl_policy_requests", "Policy requests by stage and outcome", labels=["stage", "outcome"]
+        )
+        for (stage, outcome), count in sorted(counters.requests.items()):
+            requests.add_metric([stage, outcome], count)
+        yield requests
+        tarpits = CounterMetricFamily(
+            "s25rbl_policy_tarpits",
+            "Tarpitted sessions: started, survived (reached DATA), delivered, abandoned (hung up)",
+            labels=["outcome"],
+        )
+        for outcome in TARPIT_OUTCOMES:
+            tarpits.add_metric([outcome], counters.tarpits[outcome])
+        yield tarpits
+        greylist = CounterMetricFamily(
+            "s25rbl_policy_greylist", "Greylisted attempts: deferred, passed", labels=["outcome"]
+        )
+        for outcome in GREYLIST_OUTCOMES:
+            greylist.add_metric([outcome], counters.greylist[outcome])
+        yield greylist
+        bad = CounterMetricFamily(
+            "s25rbl_policy_bad_requests", "Requests answered DUNNO unjudged, by problem", labels=["problem"]
+        )
+        for problem, count in sorted(counters.bad_requests.items()):
+            bad.add_metric([problem], count)
+        yield bad
+        yield counter(
+            "passes",
+            "Passes recorded (tarpits delivered, greylists passed), one per session",
+            counters.passes,
+        )
+        yield counter("learned", "Addresses learned through the policy service", counters.learned)
+        yield counter(
+            "connections_refused", "Connections closed at once (not allowed, too many)", counters.refused
+        )
+        yield counter("dry_run_answers", "Treatments answered DUNNO because of dry_run", counters.dry_run)
+        yield counter("writes_dropped", "State writes lost to a long store outage", state.dropped)
+        yield GaugeMetricFamily(
+            "s25rbl_policy_connections", "Open policy connections", value=counters.connections
+        )
+        yield GaugeMetricFamily(
+            "s25rbl_policy_tarpits_in_progress",
+            "Sessions sitting in a tarpit now",
+            value=state.tarpits_in_progress(),
+        )
+
+
+class Metrics:
+    """The node's Prometheus registry: its collectors plus the API's own counters."""
+
+    def __init__(
+        self, counters: Callable[[], Snapshot], lists: ListSync, policy: PolicyNode | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(NodeCollector(counters, lists))
+        if policy is not None:
+            self.registry.register(PolicyCollector(policy))
         self.api_requests = Counter(
             "s25rbl_api_requests",
             "API requests by route and status",

@@ -3,6 +3,7 @@ and the API's own description."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from aiohttp import web
@@ -11,9 +12,10 @@ from s25rbl.api import schemas
 from s25rbl.api.auth import requires
 from s25rbl.api.context import context_of
 from s25rbl.api.problems import Problem
-from s25rbl.errors import InvalidEntry
+from s25rbl.errors import InvalidEntry, StoreUnavailable
 from s25rbl.lists.values import parse_address_literal, parse_hostname, parse_ip
 from s25rbl.node.counters import LOOKUP_OUTCOMES
+from s25rbl.policy.explain import explain as explain_policy
 from s25rbl.service.views import audit_dict
 
 
@@ -25,12 +27,32 @@ def spec_path() -> Path:
 
 @requires("read")
 async def check_ip(request: web.Request) -> web.Response:
+    schemas.only_params(request.query, {"sender", "recipient"})
     try:
         ip = parse_ip(request.match_info["ip"], "ip")
     except InvalidEntry as exc:
         raise schemas.field_problem(exc) from None
-    verdict = await context_of(request).engine.decide(ip)
-    return web.json_response(verdict.explain())
+    sender, recipient = request.query.get("sender"), request.query.get("recipient")
+    for field, value in (("sender", sender), ("recipient", recipient)):
+        if value is not None and len(value) > 512:
+            raise schemas.field_problem(InvalidEntry(field, "at most 512 characters"))
+    context = context_of(request)
+    verdict = await context.engine.decide(ip)
+    explanation = verdict.explain()
+    explanation["policy"] = None
+    # What the policy service would do with the client's next session. The verdict is from
+    # memory, the policy's state from the store: with the store away, show the verdict alone.
+    if context.policy is not None:
+        with contextlib.suppress(StoreUnavailable):
+            explanation["policy"] = await explain_policy(
+                verdict,
+                context.settings.policy,
+                context.services.policy,
+                sender=sender,
+                recipient=recipient,
+                now=context.services.clock.now().timestamp(),
+            )
+    return web.json_response(explanation)
 
 
 @requires("read")
@@ -69,6 +91,7 @@ async def stats(request: web.Request) -> web.Response:
             "lookups_in_flight": counters.inflight,
             "lists": context.lists.index.sizes(),
             "list_version": context.lists.index.version,
+            "policy": context.policy.figures() if context.policy is not None else None,
         }
     )
 

@@ -19,6 +19,7 @@ from s25rbl.config import Settings
 from s25rbl.lists.formats import parse_import
 from s25rbl.lists.values import EntrySpec, ListName, parse_ip
 from s25rbl.node.sync import load_index
+from s25rbl.policy.explain import explain as explain_policy
 from s25rbl.service import Services
 from s25rbl.service.views import entry_dict
 from s25rbl.store.db import Store
@@ -37,7 +38,9 @@ class Backend(Protocol):
         self, text: str, fmt: str, default_list: ListName | None, actor: str
     ) -> tuple[int, int]: ...
     def export(self, fmt: str, list_: ListName | None, learned: bool) -> AsyncIterator[str]: ...
-    async def check(self, ip: str | None, name: str | None) -> dict[str, Any]: ...
+    async def check(
+        self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None
+    ) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 
 
@@ -48,7 +51,7 @@ class LocalBackend:
         self._settings = settings
         self._store = store
         self._clock = SystemClock()
-        self.services = Services(store, self._clock, settings.learning)
+        self.services = Services(store, self._clock, settings.learning, policy_settings=settings.policy)
 
     @classmethod
     async def open(cls, settings: Settings) -> LocalBackend:
@@ -72,13 +75,26 @@ class LocalBackend:
     def export(self, fmt: str, list_: ListName | None, learned: bool) -> AsyncIterator[str]:
         return self.services.lists.export_pieces(fmt, list_, learned=learned)
 
-    async def check(self, ip: str | None, name: str | None) -> dict[str, Any]:
-        """The verdict with live lookups, from the lists as the store holds them now."""
+    async def check(
+        self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None
+    ) -> dict[str, Any]:
+        """The verdict with live lookups, from the lists as the store holds them now, and what
+        the policy service would do with the client's next session."""
         index = await load_index(self._store, clock=self._clock)
         rdns, engine = build_engine(self._settings, lambda: index, self._clock)
         try:
             if ip is not None:
-                return (await engine.decide(parse_ip(ip, "IP"))).explain()
+                verdict = await engine.decide(parse_ip(ip, "IP"))
+                explanation = verdict.explain()
+                explanation["policy"] = await explain_policy(
+                    verdict,
+                    self._settings.policy,
+                    self.services.policy,
+                    sender=sender,
+                    recipient=recipient,
+                    now=self._clock.now().timestamp(),
+                )
+                return explanation
             return {"name": name, **engine.decide_name(name or "").explain()}
         finally:
             await rdns.close()
@@ -149,9 +165,13 @@ class RemoteBackend:
             yield text.decode(piece)
         yield text.decode(b"", final=True)
 
-    async def check(self, ip: str | None, name: str | None) -> dict[str, Any]:
+    async def check(
+        self, ip: str | None, name: str | None, sender: str | None = None, recipient: str | None = None
+    ) -> dict[str, Any]:
         if ip is not None:
-            path = f"/v1/check/{urllib.parse.quote(ip, safe='')}"
+            asked = {k: v for k, v in (("sender", sender), ("recipient", recipient)) if v is not None}
+            query = f"?{urllib.parse.urlencode(asked)}" if asked else ""
+            path = f"/v1/check/{urllib.parse.quote(ip, safe='')}{query}"
         else:
             path = f"/v1/check?{urllib.parse.urlencode({'name': name or ''})}"
         result: dict[str, Any] = await self._json("GET", path)

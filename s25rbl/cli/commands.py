@@ -20,7 +20,7 @@ from s25rbl.cli.output import describe_entry, print_entries, show_explanation
 from s25rbl.clock import SystemClock
 from s25rbl.config import Endpoint, Settings
 from s25rbl.errors import InvalidEntry
-from s25rbl.jobs.expiry import expire_once
+from s25rbl.jobs.expiry import expire_once, expire_policy
 from s25rbl.lists.starter import check_release
 from s25rbl.lists.values import (
     EntryKind,
@@ -78,13 +78,16 @@ def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]])
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    def ready(dns: list[Endpoint], api: Endpoint | None) -> None:
+    def ready(dns: list[Endpoint], api: Endpoint | None, policy: Endpoint | None) -> None:
         where = ", ".join(str(e) for e in dns)
         only = " (DNS only)" if api is None else ""
         print(f"s25rbl {__version__} serving DNS (udp+tcp) on {where}{only}", flush=True)
         print(
             f"  blocklist zone {settings.dns.zone}, whitelist zone {settings.dns.whitelist_zone}", flush=True
         )
+        if policy is not None:  # before the API line: test harnesses take that one as "ready"
+            mode = settings.policy.mode + (", dry run" if settings.policy.dry_run else "")
+            print(f"  policy service on {policy} (mode {mode})", flush=True)
         if api is not None:
             print(f"  API on http://{api}/  store {settings.database.url}", flush=True)
             if settings.ui.enabled:
@@ -106,7 +109,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _listen_summary(settings: Settings) -> str:
     dns = ", ".join(str(e) for e in settings.dns.listen)
-    return f"DNS {dns}, API {settings.api.listen}"
+    policy = f", policy service {settings.policy.listen}" if settings.policy.listen is not None else ""
+    return f"DNS {dns}, API {settings.api.listen}{policy}"
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -124,7 +128,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
     async def work(services: Services) -> dict[str, int]:
-        return await expire_once(services.store, services.clock, settings.learning)
+        policy = await expire_policy(services.store, services.clock, settings.policy)
+        return policy | await expire_once(services.store, services.clock, settings.learning)
 
     removed = _with_services(settings, work)
     print(", ".join(f"{count} {kind}" for kind, count in removed.items()) + " removed")
@@ -145,7 +150,11 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         name = args.name
     elif args.name is not None:
         name = parse_hostname(args.name, "--name")
-    explanation = _with_backend(settings, args, lambda backend: backend.check(ip, name))
+    if name is not None and (args.sender is not None or args.recipient is not None):
+        raise InvalidEntry("check", "--sender and --recipient go with an IP address, not --name")
+    explanation = _with_backend(
+        settings, args, lambda backend: backend.check(ip, name, args.sender, args.recipient)
+    )
     show_explanation(explanation, args.json)
     return 0
 

@@ -32,6 +32,26 @@ def print_explanation(e: dict[str, Any]) -> None:
         print(f"  lookup note:    {note}")
     print(f"  whitelist zone: {e['whitelist_code'] or 'not listed'}")
     print(f"  lookup:         {'cached' if e['cached'] else 'fresh'}")
+    if e.get("policy"):
+        print_policy(e["policy"])
+
+
+def print_policy(p: dict[str, Any]) -> None:
+    """What the policy service would do with the client's next session (``check IP``)."""
+    dry = " (dry run: answers DUNNO)" if p["dry_run"] and p["action"] != "DUNNO" else ""
+    print(f"  policy ({p['mode']}): {p['action']}{dry}")
+    print(f"    why:          {p['outcome']}: {p['reason']}")
+    tarpit = p.get("tarpit")
+    if tarpit:
+        went = "delivered" if tarpit["delivered"] else "survived" if tarpit["survived"] else None
+        went = went or ("hung up" if tarpit["hung_up"] else "in its tarpit")
+        print(f"    last tarpit:  {tarpit['started_at']}, {went}")
+    triplet = p.get("triplet")
+    if triplet:
+        passed = f", passed {triplet['passed_at']}" if triplet["passed_at"] else ", not passed yet"
+        print(f"    triplet:      {triplet['network']} <{triplet['sender']}> -> <{triplet['recipient']}>")
+        print(f"                  first attempt {triplet['first_seen']}{passed}")
+    print(f"    passes:       {p['passes']} towards learning (learned after {p['learn_after']})")
 
 
 def print_entries(entries: list[dict[str, Any]], as_json: bool) -> None:

@@ -64,10 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
         parents=[remote],
-        help="explain the verdict for an address (live lookups) or, with --name, for a hostname",
+        help="explain the verdict for an address (live lookups) and what the policy service would "
+        "do with it, or, with --name, the verdict for a hostname",
     )
     p.add_argument("ip", metavar="IP", nargs="?", help="IPv4 or IPv6 address")
     p.add_argument("--name", metavar="HOST", help="judge a hostname as the hostname zone does (no lookups)")
+    p.add_argument(
+        "--sender", metavar="S", help="with IP: the envelope sender of the policy service's triplet"
+    )
+    p.add_argument("--recipient", metavar="R", help="with IP: the recipient of the policy service's triplet")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_check)
 

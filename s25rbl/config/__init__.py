@@ -17,12 +17,14 @@ from typing import Any
 from s25rbl.config.values import Endpoint as Endpoint  # re-exported: where every part imports it from
 from s25rbl.config.values import (
     parse_bool,
+    parse_choice,
     parse_endpoint,
     parse_level,
     parse_listen,
     parse_names,
     parse_networks,
     parse_number,
+    parse_optional_endpoint,
     parse_secure_cookie,
     parse_upstreams,
     parse_url,
@@ -124,6 +126,29 @@ class UiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """``[policy]``: the Postfix policy service (product §7): Rgrey, Starpit and taRgrey."""
+
+    # None: no policy service.
+    listen: Endpoint | None = field(default_factory=lambda: Endpoint("127.0.0.1", 10030))
+    mode: str = "targrey"  # s25r, rgrey, starpit, targrey
+    tarpit: int = 65  # seconds Postfix waits (SLEEP) at the first RCPT of a listed client
+    delay: float = 300.0  # a greylisted triplet passes when retried this much later ...
+    retry_window: float = 2 * 86400.0  # ... and within this window; unretried triplets expire
+    max_age: float = 35 * 86400.0  # passed triplets expire this long after last seen
+    learn_after: int = 2  # passes (tarpit survived, greylist passed) that make an address learned
+    ipv4_prefix: int = 24  # a triplet's client network
+    ipv6_prefix: int = 64
+    max_tarpits: int = 50  # sessions tarpitted at once per MTA; beyond that, greylist instead
+    dry_run: bool = False  # decide, store, log and count, but answer DUNNO
+    on_tempfail: str = "dunno"  # the client's reverse lookup failed for now: dunno, or defer
+    idle_timeout: float = 600.0  # seconds a connection may sit idle (Postfix closes at 300 s)
+    max_connections: int = 1000  # open connections; more are closed at once (Postfix fails open)
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # the MTAs that may ask: a client can teach
+    cache_size: int = 50_000  # entries of each policy cache per node (at most ~500 bytes each)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """``[log]``: how much the server says."""
 
@@ -141,6 +166,7 @@ class Settings:
     lists: ListSettings = field(default_factory=ListSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "defaults"
     warnings: tuple[str, ...] = ()  # said once at start: deprecated keys in use
@@ -205,6 +231,25 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "sample_interval": parse_number(float, 1, 3600),
         "history": parse_number(int, 10, 100_000),
     },
+    "policy": {
+        "listen": parse_optional_endpoint,
+        "mode": parse_choice("s25r", "rgrey", "starpit", "targrey"),
+        # Below the 5 minutes RFC 5321 gives a client to wait for the RCPT reply.
+        "tarpit": parse_number(int, 1, 299),
+        "delay": parse_number(float, 0, 86400),
+        "retry_window": parse_number(float, 60, 30 * 86400),
+        "max_age": parse_number(float, 3600, 3650 * 86400),
+        "learn_after": parse_number(int, 1, 100),
+        "ipv4_prefix": parse_number(int, 8, 32),
+        "ipv6_prefix": parse_number(int, 16, 128),
+        "max_tarpits": parse_number(int, 0, 100_000),
+        "dry_run": parse_bool,
+        "on_tempfail": parse_choice("dunno", "defer"),
+        "idle_timeout": parse_number(float, 1, 86400),
+        "max_connections": parse_number(int, 1, 100_000),
+        "allow": parse_networks,
+        "cache_size": parse_number(int, 1000, 50_000_000),
+    },
     "log": {"level": parse_level},
 }
 
@@ -216,6 +261,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "lists": ListSettings,
     "learning": LearningSettings,
     "ui": UiSettings,
+    "policy": PolicySettings,
     "log": LogSettings,
 }
 
@@ -320,6 +366,11 @@ def load_settings(
         if not upstreams:
             raise ConfigError("resolver.upstreams", "empty and /etc/resolv.conf names no nameserver")
         sections["resolver"] = _replace(resolver, upstreams=upstreams)
+    policy: PolicySettings = sections["policy"]
+    if policy.delay >= policy.retry_window:
+        raise ConfigError("policy.delay", f"{policy.delay:g} s must be shorter than policy.retry_window")
+    if policy.retry_window > policy.max_age:
+        raise ConfigError("policy.max_age", "must be at least policy.retry_window")
     database: DatabaseSettings = sections["database"]
     if not database.url:
         sections["database"] = DatabaseSettings(url=f"sqlite:///{default_state_dir(env) / 's25rbl.db'}")

@@ -146,3 +146,21 @@ def parse_url(value: Any) -> str:
     if text and "://" not in text:
         raise ValueError(f"{text!r} is not a URL (e.g. sqlite:///var/lib/s25rbl/s25rbl.db)")
     return text
+
+
+def parse_optional_endpoint(value: Any) -> Endpoint | None:
+    """An address:port, or None for an empty value (a listener turned off)."""
+    text = str(value).strip()
+    return parse_endpoint(text) if text else None
+
+
+def parse_choice(*allowed: str) -> Callable[[Any], str]:
+    """One of ``allowed``, compared in lower case."""
+
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"{value!r}: use {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return text
+
+    return parse

@@ -1,6 +1,6 @@
-"""Expiry: reports that can no longer count, learned entries past their lifetime, and entries
-past their expiry are removed on an interval (APScheduler 3.x, in the serve process); every
-entry removed is in the audit log.
+"""Expiry: reports that can no longer count, learned entries past their lifetime, entries past
+their expiry, and the policy service's old state are removed on an interval (APScheduler 3.x,
+in the serve process); every entry removed is in the audit log.
 
 Each run is plain DELETEs by time in one transaction, so it is idempotent and any number of
 nodes sharing one database may run it at once: a row is deleted by whichever node gets there
@@ -17,12 +17,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from s25rbl.clock import Clock
-from s25rbl.config import LearningSettings
+from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.errors import StoreUnavailable
 from s25rbl.lists.values import EntryRow
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.learning import ReportRepository
+from s25rbl.store.policy import PassRepository, TarpitRepository, TripletRepository
 from s25rbl.store.tokens import AuditRepository
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,22 @@ async def _audit(audit: AuditRepository, now: datetime, action: str, rows: list[
         await audit.add(now, ACTOR, action, "", f"and {len(rows) - AUDITED_EACH} more in this run")
 
 
+async def expire_policy(store: Store, clock: Clock, settings: PolicySettings) -> dict[str, int]:
+    """One pass over the policy state (product §7): triplets never retried within the retry
+    window and passed ones not seen for ``max_age``, tarpitted sessions older than the retry
+    window (a client that hung up is greylisted that long), passes older than ``max_age``."""
+    now = clock.now()
+    window, max_age = timedelta(seconds=settings.retry_window), timedelta(seconds=settings.max_age)
+    async with store.transaction() as session:
+        triplets = await TripletRepository(session).delete_expired(now - window, now - max_age)
+        tarpits = await TarpitRepository(session).delete_older_than(now - window)
+        passes = await PassRepository(session).delete_older_than(now - max_age)
+    removed = {"triplets": triplets, "tarpits": tarpits, "passes": passes}
+    if any(removed.values()):
+        log.info("expiry removed %d triplets, %d tarpit records, %d policy passes", triplets, tarpits, passes)
+    return removed
+
+
 class ExpiryScheduler:
     """Runs ``expire_once`` every ``learning.expire_interval`` seconds on the event loop."""
 
@@ -72,14 +89,18 @@ class ExpiryScheduler:
         clock: Clock,
         settings: LearningSettings,
         on_removed: Callable[[dict[str, int]], None] | None = None,
+        policy: PolicySettings | None = None,
     ) -> None:
         self._store, self._clock, self._settings = store, clock, settings
         self._on_removed = on_removed
+        self._policy = policy
         self._scheduler = AsyncIOScheduler()
 
     async def run(self) -> None:
         try:
             removed = await expire_once(self._store, self._clock, self._settings)
+            if self._policy is not None:
+                removed |= await expire_policy(self._store, self._clock, self._policy)
         except StoreUnavailable as exc:
             log.warning("expiry skipped, store unavailable: %s", exc)
             return

@@ -11,11 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from s25rbl.clock import Clock
-from s25rbl.config import LearningSettings
+from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.learning.ingest import Learner
 from s25rbl.service.browse import Browse
 from s25rbl.service.entries import Lists
 from s25rbl.service.learning import Learning
+from s25rbl.service.policy import PolicyStore
 from s25rbl.service.tokens import Audit, Tokens
 from s25rbl.store.db import Store
 
@@ -38,6 +39,7 @@ class Services:
     learning_settings: LearningSettings = field(default_factory=LearningSettings)
     changed: Callable[[], Awaitable[None]] = _nothing
     learner: Learner | None = None
+    policy_settings: PolicySettings = field(default_factory=PolicySettings)
 
     @property
     def lists(self) -> Lists:
@@ -47,6 +49,19 @@ class Services:
     def learning(self) -> Learning:
         learner = self.learner or Learner(self.learning_settings, self.clock)
         return Learning(self.store, self.clock, self.changed, learner)
+
+    @property
+    def policy(self) -> PolicyStore:
+        """The policy service's state: the listener's reads and writes, the operator's views."""
+        settings = self.policy_settings
+        return PolicyStore(
+            self.store,
+            self.clock,
+            self.learning_settings,
+            learn_after=settings.learn_after,
+            retry_window=settings.retry_window,
+            changed=self.changed,
+        )
 
     @property
     def tokens(self) -> Tokens:

@@ -4,7 +4,7 @@ reviewed, revoked, forbidden, approved or rejected."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from s25rbl.clock import Clock
@@ -15,7 +15,8 @@ from s25rbl.lists.values import EntryKind, EntrySource, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository
 from s25rbl.store.learning import LearnBlockRepository, ReportRepository, SuggestionRepository
-from s25rbl.store.models import Entry, LearnBlock, Report, Suggestion
+from s25rbl.store.models import Entry, LearnBlock, PolicyPass, Report, Suggestion
+from s25rbl.store.policy import PassRepository
 from s25rbl.store.tokens import AuditRepository
 
 SUGGESTION_STATUSES = ("open", "approved", "rejected")
@@ -24,13 +25,15 @@ FORBIDDEN_INLINE = 100  # forbidden addresses shown with each page of learned on
 
 @dataclass(frozen=True, slots=True)
 class LearnedPage:
-    """Learned addresses with the reports behind each, and the first ``FORBIDDEN_INLINE``
-    addresses forbidden to learn (``forbidden_more``: there are others, ``Learning.forbidden``)."""
+    """Learned addresses with the reports (and the policy service's passes) behind each, and the
+    first ``FORBIDDEN_INLINE`` addresses forbidden to learn (``forbidden_more``: there are others,
+    ``Learning.forbidden``)."""
 
     entries: Sequence[Entry]
     evidence: dict[int, Sequence[Report]]
     forbidden: Sequence[LearnBlock]
     forbidden_more: bool = False
+    passes: dict[int, Sequence[PolicyPass]] = field(default_factory=dict)
 
 
 class Learning:
@@ -63,7 +66,8 @@ class Learning:
             reports = ReportRepository(session)
             evidence = {e.id: await reports.for_ip(e.value) for e in rows}
             blocks = await LearnBlockRepository(session).page(limit=FORBIDDEN_INLINE + 1)
-        return LearnedPage(rows, evidence, blocks[:FORBIDDEN_INLINE], len(blocks) > FORBIDDEN_INLINE)
+            passes = {e.id: await PassRepository(session).for_ip(e.value) for e in rows}
+        return LearnedPage(rows, evidence, blocks[:FORBIDDEN_INLINE], len(blocks) > FORBIDDEN_INLINE, passes)
 
     async def forbidden(self, *, after: str = "", limit: int = 100) -> Sequence[LearnBlock]:
         """The addresses forbidden to learn, a page at a time in address-text order."""

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from s25rbl.lists.formats import entry_dict
 from s25rbl.service.learning import LearnedPage
-from s25rbl.store.models import AuditEvent, LearnBlock, Report, Suggestion
+from s25rbl.store.models import (
+    AuditEvent,
+    GreylistTriplet,
+    LearnBlock,
+    PolicyPass,
+    Report,
+    Suggestion,
+    TarpitRecord,
+)
 
 __all__ = [
     "answer_text",
@@ -15,8 +24,11 @@ __all__ = [
     "entry_dict",
     "forbidden_dict",
     "learned_dicts",
+    "pass_dict",
     "report_dict",
     "suggestion_dict",
+    "tarpit_dict",
+    "triplet_dict",
 ]
 
 
@@ -56,9 +68,13 @@ def forbidden_dict(b: LearnBlock) -> dict[str, Any]:
 
 
 def learned_dicts(page: LearnedPage) -> list[dict[str, Any]]:
-    """Each learned entry with its evidence (the reports that taught it)."""
+    """Each learned entry with its evidence: the reports, and the policy service's passes."""
     return [
-        {**entry_dict(e), "evidence": [report_dict(r) for r in page.evidence.get(e.id, ())]}
+        {
+            **entry_dict(e),
+            "evidence": [report_dict(r) for r in page.evidence.get(e.id, ())],
+            "passes": [pass_dict(p) for p in page.passes.get(e.id, ())],
+        }
         for e in page.entries
     ]
 
@@ -83,4 +99,53 @@ def audit_dict(e: AuditEvent) -> dict[str, Any]:
         "action": e.action,
         "target": e.target,
         "detail": e.detail,
+    }
+
+
+# --- the policy service's state (product §7) ---------------------------------------------
+
+
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def triplet_dict(t: GreylistTriplet) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "network": t.network,
+        "sender": t.sender,
+        "recipient": t.recipient,
+        "client_ip": t.client_ip,
+        "status": "waiting" if t.passed_at is None else "passed",
+        "first_seen": t.first_seen.isoformat(),
+        "last_seen": t.last_seen.isoformat(),
+        "passed_at": _when(t.passed_at),
+    }
+
+
+def tarpit_dict(r: TarpitRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "client_ip": r.client_ip,
+        "client_name": r.client_name,
+        "instance": r.instance,
+        "sender": r.sender,
+        "recipient": r.recipient,
+        "mta": r.mta,
+        "started_at": r.started_at.isoformat(),
+        "survived_at": _when(r.survived_at),
+        "delivered_at": _when(r.delivered_at),
+    }
+
+
+def pass_dict(p: PolicyPass) -> dict[str, Any]:
+    return {
+        "kind": p.kind,
+        "time": p.at.isoformat(),
+        "client_ip": p.client_ip,
+        "client_name": p.client_name,
+        "helo": p.helo,
+        "sender": p.sender,
+        "recipient": p.recipient,
+        "learned_at": _when(p.learned_at),
     }

@@ -216,3 +216,76 @@ class Suggestion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     entry_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+# --- the policy service's state (product §7) -----------------------------------------------
+
+
+class GreylistTriplet(Base):
+    """A greylisted (client network, normalised sender, recipient), created once by whichever
+    node saw it first (``key`` is unique: a digest of the three, so two nodes agree)."""
+
+    __tablename__ = "policy_triplets"
+    __table_args__ = (
+        UniqueConstraint("key"),
+        Index("ix_policy_triplets_network", "network"),
+        Index("ix_policy_triplets_first_seen", "first_seen"),
+        Index("ix_policy_triplets_last_seen", "last_seen"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(32))
+    network: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(512))
+    recipient: Mapped[str] = mapped_column(String(512))
+    client_ip: Mapped[str] = mapped_column(String(64))  # the address of the first attempt
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    passed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TarpitRecord(Base):
+    """One SMTP session (``instance``) of a listed client that was tarpitted: whether it reached
+    DATA (survived) and sent its message (delivered), or hung up."""
+
+    __tablename__ = "policy_tarpits"
+    __table_args__ = (
+        UniqueConstraint("client_ip", "instance"),
+        Index("ix_policy_tarpits_client", "client_ip", "started_at"),
+        Index("ix_policy_tarpits_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    instance: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    survived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    client_name: Mapped[str] = mapped_column(String(255), default="")
+    sender: Mapped[str] = mapped_column(String(512), default="")
+    recipient: Mapped[str] = mapped_column(String(512), default="")
+    mta: Mapped[str] = mapped_column(String(64), default="")  # the policy client that asked
+
+
+class PolicyPass(Base):
+    """A pass the policy service saw (a tarpit survived, a greylisted triplet retried): evidence,
+    and what learning counts. One per SMTP session at most (unique client and instance);
+    ``learned_at`` marks the passes a learning used up, so a revoked address starts afresh."""
+
+    __tablename__ = "policy_passes"
+    __table_args__ = (
+        UniqueConstraint("client_ip", "instance"),
+        Index("ix_policy_passes_client", "client_ip", "at"),
+        Index("ix_policy_passes_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    instance: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # tarpit, greylist
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    client_name: Mapped[str] = mapped_column(String(255), default="")
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    sender: Mapped[str] = mapped_column(String(512), default="")
+    recipient: Mapped[str] = mapped_column(String(512), default="")
+    learned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

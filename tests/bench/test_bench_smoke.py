@@ -2,8 +2,8 @@
 
 The scripts start together in one fixture (they spend most of their time waiting on
 processes they start), and each test checks that its script ended well and printed its
-report lines. They need dnsperf, rbldnsd and unbound (Debian packages); without them the
-tests skip, except under CI (S25RBL_CI set), where a missing tool fails.
+report lines. They need dnsperf, rbldnsd, unbound and postgrey (Debian packages); without them
+the tests skip, except under CI (S25RBL_CI set), where a missing tool fails.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ SCRIPTS: dict[str, list[str]] = {
     "scaling": ["--quick"],
     "workers": ["--quick", "--addresses", "500"],
     "ui": ["--quick"],
+    "policy": ["--quick"],
 }
 TOOLS = {
     "fresh_verdicts": ("dnsperf", "unbound"),
     "cached": ("dnsperf", "unbound", "rbldnsd"),
     "fixed_rate": ("dnsperf", "unbound", "rbldnsd"),
     "workers": ("dnsperf", "unbound"),
+    "policy": ("unbound", "postgrey"),
 }
 
 
@@ -92,7 +94,7 @@ def runs() -> Iterator[dict[str, Run]]:
 def result(runs: dict[str, Run], name: str) -> Run:
     absent = missing(name)
     if absent:
-        message = f"{', '.join(absent)} not installed (Debian packages dnsperf, rbldnsd, unbound)"
+        message = f"{', '.join(absent)} not installed (Debian packages dnsperf, rbldnsd, unbound, postgrey)"
         if os.environ.get("S25RBL_CI"):
             pytest.fail(f"{message} (S25RBL_CI is set: CI must not skip)")
         pytest.skip(message)
@@ -142,3 +144,10 @@ def test_ui(runs: dict[str, Run]) -> None:
     out = result(runs, "ui").output
     assert "review: learned" in out and "lists: search, no match" in out and "figures" in out
     assert "page rtt/API rtt" in out and "slowest page:" in out and "largest page:" in out
+
+
+def test_policy(runs: dict[str, Run]) -> None:
+    out = result(runs, "policy").output
+    assert "s25rbl   max rate:" in out and "postgrey max rate:" in out
+    assert "ratio s25rbl/postgrey:" in out and "s25rbl   at 2,000/s:" in out
+    assert "stored triplets" in out and "10,000 max rate:" in out

@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from dnslib import QTYPE, DNSRecord
 
-from tests.integration.server import RunningServer, attach, store_url
+from tests.integration.server import RunningServer, attach, policy_section, store_url
 from tests.support.fakedns import FakeAuthority
 
 __all__ = [
@@ -391,12 +391,15 @@ def write_s25rbl_config(
     ttl: int = 300,
     negative_ttl: int = 1,
     extra: str = "",
+    policy: str = "",
 ) -> Path:
     """A complete s25rbl TOML for the lab (zones ``*.s25rbl.test``, API on 127.0.0.1:0); ``db`` is
     a SQLite file path or a database URL, as for ``server.write_config``.
 
     ``negative_ttl`` is short by default so that unbound in front forgets "not listed" answers
-    quickly: a whitelisting then shows within about a second instead of minutes.
+    quickly: a whitelisting then shows within about a second instead of minutes. ``policy``
+    is the body of the ``[policy]`` section (the policy service listens on a free port of
+    127.0.0.1 unless it says where).
     """
     listen_list = ", ".join(f'"{item}"' for item in listen)
     path.write_text(
@@ -428,6 +431,8 @@ refresh_interval = 0.2
 
 [log]
 level = "info"
+
+{policy_section(policy)}
 {extra}
 """
     )
@@ -929,8 +934,10 @@ class MailLab:
     s25rbl: RunningServer
     unbound: Unbound
     postfix: Postfix
+    store: str = ""  # s25rbl's database URL
     _clients: set[str] = field(default_factory=set)
     _extra: list[Postfix] = field(default_factory=list)
+    _nodes: list[RunningServer] = field(default_factory=list)
 
     def add_client(self, ip: str, name: str | None = None, *, confirmed: bool = True) -> str:
         """Give the "internet" namespace the address ``ip`` and (optionally) its DNS.
@@ -989,6 +996,22 @@ class MailLab:
         instance.start()
         return instance
 
+    def add_s25rbl(self, name: str, *, policy: str = "", extra: str = "") -> RunningServer:
+        """Another s25rbl node in the MX namespace on the lab's store (another node of the
+        organisation), DNS and API on free ports, its policy service as ``policy`` says (a free
+        port unless it says where: ``.policy``). Stopped with the lab."""
+        config = write_s25rbl_config(
+            self.directory / f"{name}.toml",
+            listen=["127.0.0.1:0"],
+            upstream=(UPSTREAM_IP, self.upstream.port),
+            db=self.store,
+            extra=extra,
+            policy=policy,
+        )
+        node = start_s25rbl(self.mx, config)
+        self._nodes.append(node)
+        return node
+
     @property
     def extra_instances(self) -> list[Postfix]:
         """The Postfix instances started with ``extra_postfix``, oldest first."""
@@ -1007,6 +1030,7 @@ def mail_lab(
     *,
     upstream_zones: Sequence[str] = DEFAULT_UPSTREAM_ZONES,
     s25rbl_extra: str = "",
+    s25rbl_policy: str = "",
     postfix_overrides: Mapping[str, str] | None = None,
     database_url: str | None = None,
     start_postfix: bool = True,
@@ -1016,7 +1040,9 @@ def mail_lab(
     s25rbl's store is a SQLite file in the lab's directory unless ``database_url`` names
     another (a PostgreSQL reached over its Unix socket: the namespace has its own loopback).
     ``start_postfix=False`` leaves Postfix out (``lab.postfix`` is then never started), for
-    tests of another MTA in the same lab (``tests/integration/exim.py``).
+    tests of another MTA in the same lab (``tests/integration/exim.py``). ``s25rbl_policy`` is
+    the body of s25rbl's ``[policy]`` section (its policy service listens on a free port of the
+    MX namespace's 127.0.0.1 unless it says where: ``lab.s25rbl.policy``).
 
     Raises ``LabUnavailable`` (before creating anything) when the machine cannot run it.
     """
@@ -1055,6 +1081,7 @@ def mail_lab(
             upstream=(UPSTREAM_IP, upstream.port),
             db=database_url or directory / "s25rbl.db",
             extra=s25rbl_extra,
+            policy=s25rbl_policy,
         )
         s25rbl = start_s25rbl(mx, config)
         stack.callback(s25rbl.stop)
@@ -1071,11 +1098,14 @@ def mail_lab(
             raise AssertionError(f"unbound -> s25rbl does not answer the test entry:\n{reply}")
 
         postfix = Postfix(mx, directory / "postfix", overrides=postfix_overrides)
-        lab = MailLab(tag, directory, mx, net, upstream, s25rbl, unbound, postfix)
+        store = database_url or store_url(directory / "s25rbl.db")
+        lab = MailLab(tag, directory, mx, net, upstream, s25rbl, unbound, postfix, store)
 
         def stop_extra() -> None:
             for instance in reversed(lab._extra):
                 instance.stop()
+            for node in reversed(lab._nodes):
+                node.stop()
 
         stack.callback(stop_extra)
         stack.callback(postfix.stop)

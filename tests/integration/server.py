@@ -13,6 +13,7 @@ from pathlib import Path
 
 _DNS = re.compile(r"serving DNS \(udp\+tcp\) on (.+)$")
 _API = re.compile(r"API on http://(.+?)/ ")
+_POLICY = re.compile(r"policy service on (\S+) ")
 
 
 @dataclass
@@ -22,6 +23,7 @@ class RunningServer:
     env: dict[str, str]
     dns: list[tuple[str, int]] = field(default_factory=list)
     api: tuple[str, int] | None = None
+    policy: tuple[str, int] | None = None  # the policy service, when it listens
     output: list[str] = field(default_factory=list)
     _pump: threading.Thread | None = None
 
@@ -67,8 +69,18 @@ def store_url(db: Path | str) -> str:
     return db if isinstance(db, str) else f"sqlite:///{db}"
 
 
-def write_config(path: Path, upstream: tuple[str, int], db: Path | str, extra: str = "") -> Path:
-    """A test configuration; ``db`` is a SQLite file path or a database URL."""
+def policy_section(body: str = "") -> str:
+    """``[policy]`` with ``body``; listening on a free port of 127.0.0.1 unless ``body`` says
+    where (the default port would clash between tests running at once)."""
+    listen = "" if re.search(r"^\s*listen\s*=", body, re.MULTILINE) else 'listen = "127.0.0.1:0"\n'
+    return f"[policy]\n{listen}{body}"
+
+
+def write_config(
+    path: Path, upstream: tuple[str, int], db: Path | str, extra: str = "", policy: str = ""
+) -> Path:
+    """A test configuration; ``db`` is a SQLite file path or a database URL; ``policy`` the
+    body of its ``[policy]`` section."""
     url = store_url(db)
     path.write_text(
         f"""
@@ -98,6 +110,8 @@ refresh_interval = 0.2
 
 [log]
 level = "info"
+
+{policy_section(policy)}
 {extra}
 """
     )
@@ -137,6 +151,10 @@ def attach(
                 for item in match.group(1).split(", "):
                     host, _, port = item.rpartition(":")
                     server.dns.append((host.strip("[]"), int(port)))
+            match = _POLICY.search(line)
+            if match:
+                host, _, port = match.group(1).rpartition(":")
+                server.policy = (host.strip("[]"), int(port))
             match = _API.search(line)
             if match:
                 host, _, port = match.group(1).rpartition(":")

@@ -165,3 +165,75 @@ def test_dns_abuse_limits_are_settings() -> None:
     )
     assert (s.dns.tcp_max_connections, s.dns.tcp_max_per_prefix) == (200, 8)
     assert s.dns.udp_receive_buffer == 8 << 20
+
+
+# --- [policy] ----------------------------------------------------------------------------
+
+
+def test_the_policy_service_listens_on_10030_in_targrey_mode_by_default() -> None:
+    policy = load_settings(environ=BASE).policy
+    assert (policy.listen, policy.mode, policy.tarpit, policy.delay) == (
+        Endpoint("127.0.0.1", 10030),
+        "targrey",
+        65,
+        300,
+    )
+    assert (policy.retry_window, policy.max_age, policy.learn_after) == (2 * 86400, 35 * 86400, 2)
+    assert (policy.ipv4_prefix, policy.ipv6_prefix, policy.dry_run) == (24, 64, False)
+    assert policy.allow == ("127.0.0.0/8", "::1/128")
+
+
+def test_an_empty_policy_listen_turns_the_service_off() -> None:
+    assert load_settings(environ={**BASE, "S25RBL_POLICY__LISTEN": ""}).policy.listen is None
+
+
+def test_policy_values_are_read_and_normalised() -> None:
+    env = {
+        "S25RBL_POLICY__MODE": "RGrey",
+        "S25RBL_POLICY__ALLOW": "192.0.2.7, 2001:db8::/32",
+        "S25RBL_POLICY__DRY_RUN": "yes",
+        "S25RBL_POLICY__ON_TEMPFAIL": "defer",
+    }
+    policy = load_settings(environ={**BASE, **env}).policy
+    assert (policy.mode, policy.dry_run, policy.on_tempfail) == ("rgrey", True, "defer")
+    assert policy.allow == ("192.0.2.7/32", "2001:db8::/32")
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "says"),
+    [
+        ({"S25RBL_POLICY__MODE": "postgrey"}, "policy.mode", "use s25r, rgrey, starpit or targrey"),
+        ({"S25RBL_POLICY__TARPIT": "300"}, "policy.tarpit", "out of range"),
+        ({"S25RBL_POLICY__TARPIT": "0"}, "policy.tarpit", "out of range"),
+        (
+            {"S25RBL_POLICY__DELAY": "7200", "S25RBL_POLICY__RETRY_WINDOW": "3600"},
+            "policy.delay",
+            "shorter than policy.retry_window",
+        ),
+        (
+            {"S25RBL_POLICY__MAX_AGE": "3600", "S25RBL_POLICY__RETRY_WINDOW": "7200"},
+            "policy.max_age",
+            "retry_window",
+        ),
+        ({"S25RBL_POLICY__LISTEN": "localhost:10030"}, "policy.listen", "not an IPv4 or IPv6 address"),
+        ({"S25RBL_POLICY__ALLOW": "mx1.example.org"}, "policy.allow", "not an address or a network"),
+        ({"S25RBL_POLICY__IPV4_PREFIX": "33"}, "policy.ipv4_prefix", "out of range"),
+        ({"S25RBL_POLICY__ON_TEMPFAIL": "reject"}, "policy.on_tempfail", "use dunno or defer"),
+    ],
+    ids=[
+        "mode",
+        "tarpit-too-long",
+        "tarpit-zero",
+        "delay-past-window",
+        "max-age-short",
+        "listen",
+        "allow",
+        "prefix",
+        "tempfail",
+    ],
+)
+def test_bad_policy_values_name_the_key(env: dict[str, str], key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={**BASE, **env})
+    assert info.value.key == key
+    assert says in str(info.value)

@@ -1,0 +1,60 @@
+"""The policy service's counters: plain numbers the listener bumps and ``/metrics`` and
+``/v1/stats`` read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from s25rbl.policy.decide import Outcome
+
+TARPIT_OUTCOMES = ("started", "survived", "delivered", "abandoned")
+GREYLIST_OUTCOMES = ("deferred", "passed")
+
+
+@dataclass
+class PolicyCounters:
+    """Counts since the node started."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, outcome)
+    tarpits: Counter[str] = field(default_factory=Counter)  # TARPIT_OUTCOMES
+    greylist: Counter[str] = field(default_factory=Counter)  # GREYLIST_OUTCOMES
+    bad_requests: Counter[str] = field(default_factory=Counter)  # by problem
+    passes: int = 0  # passes recorded (once per session)
+    learned: int = 0  # addresses learned through the policy
+    connections: int = 0  # open now
+    refused: int = 0  # connections closed at once: max_connections reached
+    dry_run: int = 0  # treated requests answered DUNNO because of dry_run
+
+    def decided(self, stage: str, outcome: Outcome) -> None:
+        self.requests[(stage or "-", outcome.value)] += 1
+        if outcome is Outcome.TARPIT:
+            self.tarpits["started"] += 1
+        elif outcome is Outcome.SURVIVED:
+            self.tarpits["survived"] += 1
+        elif outcome is Outcome.DELIVERED:
+            self.tarpits["delivered"] += 1
+        elif outcome is Outcome.DEFERRED:
+            self.greylist["deferred"] += 1
+        elif outcome is Outcome.PASSED:
+            self.greylist["passed"] += 1
+
+    def as_json(self, in_progress: int, dropped: int) -> dict[str, Any]:
+        """The figures ``/v1/stats`` shows under ``policy``."""
+        by_outcome: Counter[str] = Counter()
+        for (_stage, outcome), count in self.requests.items():
+            by_outcome[outcome] += count
+        return {
+            "requests": dict(sorted(by_outcome.items())),
+            "tarpits": {k: self.tarpits[k] for k in TARPIT_OUTCOMES},
+            "tarpits_in_progress": in_progress,
+            "greylist": {k: self.greylist[k] for k in GREYLIST_OUTCOMES},
+            "passes": self.passes,
+            "learned": self.learned,
+            "bad_requests": dict(sorted(self.bad_requests.items())),
+            "connections": self.connections,
+            "connections_refused": self.refused,
+            "dry_run_answers": self.dry_run,
+            "writes_dropped": dropped,
+        }

@@ -1,0 +1,143 @@
+"""The policy-delegation wire format (Postfix SMTPD_POLICY_README): a request is ``name=value``
+lines ended by an empty line; the answer is one ``action=...`` line and an empty line.
+
+Bounded: a request longer than ``MAX_REQUEST`` bytes cannot be read (the connection is closed
+after a DUNNO), one of more than ``MAX_ATTRIBUTES`` lines or with a line that is not
+``name=value`` is answered DUNNO. ``\\r\\n`` line ends are read as ``\\n``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from s25rbl.errors import PolicyRequestError
+from s25rbl.lists.values import IPAddress
+
+MAX_REQUEST = 64 * 1024
+MAX_ATTRIBUTES = 100
+MAX_INSTANCE = 64  # Postfix's instance attribute is about 25 characters
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Framer:
+    """Cuts a byte stream into request blocks (the lines before each empty line)."""
+
+    __slots__ = ("_buffer", "_scanned")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes searched already without finding an end
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a request not complete yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The requests ``data`` completes, oldest first. PolicyRequestError("oversize") once
+        the incomplete request passes MAX_REQUEST bytes: the stream cannot be trusted after it."""
+        buffer = self._buffer
+        buffer += data
+        blocks: list[bytes] = []
+        while buffer:
+            end = _end_of_request(buffer, self._scanned)
+            if end is None:
+                self._scanned = len(buffer)
+                break
+            stop, consumed = end
+            blocks.append(bytes(buffer[:stop]))
+            del buffer[:consumed]
+            self._scanned = 0
+        if len(buffer) > MAX_REQUEST:
+            raise PolicyRequestError("oversize", f"a request longer than {MAX_REQUEST} bytes")
+        return blocks
+
+
+def _end_of_request(buffer: bytearray, scanned: int) -> tuple[int, int] | None:
+    """(where the request's lines end, where the next request starts), or None."""
+    if buffer[:1] == b"\n":
+        return 0, 1
+    if buffer[:2] == b"\r\n":
+        return 0, 2
+    plain = buffer.find(b"\n\n", max(scanned - 1, 0))
+    crlf = buffer.find(b"\n\r\n", max(scanned - 2, 0))
+    if plain < 0 and crlf < 0:
+        return None
+    if crlf < 0 or 0 <= plain < crlf:
+        return plain, plain + 2
+    return crlf, crlf + 3
+
+
+def parse_attributes(block: bytes) -> dict[str, str]:
+    """The ``name=value`` lines of one request block (a later duplicate wins)."""
+    if not block:
+        return {}
+    lines = block.split(b"\n")
+    if len(lines) > MAX_ATTRIBUTES:
+        raise PolicyRequestError("too-many-attributes", f"{len(lines)} attributes (at most {MAX_ATTRIBUTES})")
+    attributes: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        name, equals, value = line.partition(b"=")
+        if not equals or not name:
+            raise PolicyRequestError("malformed", f"line {number} is not name=value: {line[:60]!r}")
+        attributes[name.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+    return attributes
+
+
+def answer(action: str) -> bytes:
+    """The wire form of an answer."""
+    return b"action=" + action.encode("utf-8", "replace") + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """What the policy uses of a request, validated and cleaned of control characters."""
+
+    stage: str  # protocol_state, upper-case: RCPT, DATA, END-OF-MESSAGE, ...
+    client: IPAddress
+    client_name: str  # as the MTA gives it: shown, never trusted (s25rbl looks names up itself)
+    helo: str
+    sender: str
+    recipient: str
+    instance: str  # one SMTP transaction; "" when the MTA sends none
+    authenticated: bool  # sasl_username given
+    stress: bool
+
+
+def read_request(attributes: dict[str, str]) -> PolicyRequest:
+    """The request's parts; PolicyRequestError for one that cannot be judged."""
+    kind = attributes.get("request", "smtpd_access_policy")
+    if kind != "smtpd_access_policy":
+        raise PolicyRequestError("malformed", f"request={_clean(kind, 40)!r} is not smtpd_access_policy")
+    raw = attributes.get("client_address")
+    if raw is None:
+        raise PolicyRequestError("no-client-address", "no client_address")
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise PolicyRequestError("bad-client-address", f"client_address={_clean(raw, 60)!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    instance = _clean(attributes.get("instance", ""), 1000)
+    if len(instance) > MAX_INSTANCE:
+        raise PolicyRequestError("malformed", f"an instance of {len(instance)} characters")
+    return PolicyRequest(
+        stage=attributes.get("protocol_state", "").strip().upper()[:32],
+        client=address,
+        client_name=_clean(attributes.get("client_name", ""), 255),
+        helo=_clean(attributes.get("helo_name", ""), 255),
+        sender=_clean(attributes.get("sender", ""), 512),
+        recipient=_clean(attributes.get("recipient", ""), 512),
+        instance=instance,
+        authenticated=bool(attributes.get("sasl_username", "").strip()),
+        stress=attributes.get("stress", "").strip().lower() == "yes",
+    )
+
+
+def _clean(value: str, limit: int) -> str:
+    return _CONTROL.sub("", value)[:limit]
