@@ -21,13 +21,24 @@ UNBOUND = "/usr/sbin/unbound"
 
 
 def free_port() -> int:
-    """A port number free for both UDP and TCP on 127.0.0.1 (good enough locally)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port: int = udp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", port))
-    return port
+    """A port number free for both UDP and TCP on 127.0.0.1 (good enough locally).
+
+    The kernel picks a free UDP port; the same number may be taken for TCP (a client's
+    ephemeral port, a socket in TIME_WAIT), so a few are tried before giving up.
+    """
+    last: OSError | None = None
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    last = exc
+                    continue
+        return port
+    raise OSError(f"no port free for both UDP and TCP on 127.0.0.1 after 100 tries: {last}")
 
 
 def taskset(cpu: int | None, argv: list[str]) -> list[str]:

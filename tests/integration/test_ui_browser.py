@@ -73,6 +73,9 @@ def signed_in_as(driver: Any, lab: Lab, who: str) -> None:
         return
     if header:
         wait_for_load(driver, lambda: driver.find_element("css selector", "form.who button").click())
+        # Signing out redirects; load the sign-in form afresh so that the field found below
+        # belongs to the document that is shown, not to one still being replaced.
+        driver.get(f"{lab.base}/ui/review")
     token = lab.admin if who == "ops" else lab.viewer
     field = driver.find_element("id", "token")
     wait_for_load(driver, lambda: field.send_keys(token + Keys.ENTER))
