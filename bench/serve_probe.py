@@ -1,0 +1,123 @@
+"""Runs ``s25rbl ... serve`` with probes for a benchmark (not a test): the event loop's stalls,
+the garbage collector's pauses and, optionally, cProfile. The report is written as JSON when
+the server stops (SIGTERM).
+
+    python bench/serve_probe.py --report OUT.json [--profile OUT.prof] -- --config CFG serve
+
+A stall is a tick of a 1 ms timer that ran late: the loop was busy with something else (its
+thread's CPU time during the stall says how much of it was this process's own work; the rest
+is the process waiting for a core). The probe itself costs a little CPU (a thousand ticks a
+second), so CPU per request is measured without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TICK = 0.001
+STALL = 0.002  # a tick this much later than due is recorded as a stall
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float, float]] = []  # the longest: (lateness s, loop cpu s, at s)
+        self.over = dict.fromkeys((2, 5, 10, 20, 50), 0)  # stalls of at least so many ms
+        self.ticks = 0
+        self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._gc_started = 0.0
+        self._gc_generation = 0
+        self.started = time.perf_counter()
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.thread_time()  # CPU time: a pause, not the core's other users
+            self._gc_generation = info["generation"]
+        else:
+            self.gc[self._gc_generation].append(time.thread_time() - self._gc_started)
+
+    async def watch(self, report: Path) -> None:
+        written = time.perf_counter()
+        while True:
+            if time.perf_counter() - written >= 1.0:  # also there if the server is killed
+                report.write_text(json.dumps(self.report()))
+                written = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.thread_time()
+            await asyncio.sleep(TICK)
+            late = time.perf_counter() - wall - TICK
+            self.ticks += 1
+            if late >= STALL:
+                for ms in self.over:
+                    self.over[ms] += late * 1000 >= ms
+                self.stalls.append((late, time.thread_time() - cpu, wall - self.started))
+                if len(self.stalls) > 100:
+                    self.stalls = sorted(self.stalls, reverse=True)[:10]
+
+    def report(self) -> dict[str, Any]:
+        stalls = sorted(self.stalls, reverse=True)
+        return {
+            "seconds": time.perf_counter() - self.started,
+            "ticks": self.ticks,
+            "stalls_over_ms": {str(ms): count for ms, count in self.over.items()},
+            "longest": [
+                {"late_ms": late * 1e3, "loop_cpu_ms": cpu * 1e3, "at_s": at} for late, cpu, at in stalls[:10]
+            ],
+            "gc": {
+                str(gen): {
+                    "count": len(pauses),
+                    "total_ms": sum(pauses) * 1e3,
+                    "max_ms": max(pauses, default=0.0) * 1e3,
+                }
+                for gen, pauses in self.gc.items()
+            },
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--report", required=True, type=Path)
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+
+    from s25rbl.cli import commands
+    from s25rbl.cli import main as cli_main
+
+    probe = Probe()
+    gc.callbacks.append(probe.on_gc)
+    original = commands.serve
+
+    async def serve(*a: Any, **kw: Any) -> None:
+        watcher = asyncio.create_task(probe.watch(args.report))
+        try:
+            await original(*a, **kw)
+        finally:
+            watcher.cancel()
+
+    commands.serve = serve  # type: ignore[assignment]
+    profiler = cProfile.Profile() if args.profile else None
+    try:
+        if profiler is not None:
+            profiler.enable()
+        status = cli_main(rest)
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
+        args.report.write_text(json.dumps(probe.report()))
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
