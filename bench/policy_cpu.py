@@ -6,7 +6,7 @@ best of several rounds: a Postfix 3.7 request (31 attributes) framed, parsed and
 a clean client, a whitelisted one and a listed one (a known greylisted triplet), with the
 verdicts cached; and a batch of writes (new triplets) committed to a SQLite store.
 
-    .venv/bin/python bench/policy_cpu.py [--rounds 5] [--requests 20000]
+    .venv/bin/python bench/policy_cpu.py [--rounds 5] [--requests 20000] [--profile KIND] [--quick]
 """
 
 from __future__ import annotations
@@ -157,10 +157,13 @@ async def measure(work: Path, rounds: int, count: int, profile: str | None = Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round of 500 requests: smoke run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--profile", choices=list(CLIENTS), help="cProfile that kind's requests instead")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests = 1, 500
     with tempfile.TemporaryDirectory(prefix="s25rbl-bench-policy-cpu-") as tmp:
         asyncio.run(measure(Path(tmp), args.rounds, args.requests, args.profile))
     return 0
