@@ -568,20 +568,27 @@ def stored_mix(
     return out
 
 
-def report_probe(probe: Path | None, profile: Path | None) -> None:
-    """What bench/serve_probe.py saw of s25rbl over both runs (max rate, then fixed rate)."""
+def report_probe(probe: Path | None, profile: Path | None, phases: list[tuple[str, float]]) -> None:
+    """What bench/serve_probe.py saw of s25rbl from when it was ready: the DNS warm-up, the
+    maximum rate, the fixed rate (``phases``: their names and perf_counter starts)."""
     if probe is None or not probe.exists():
         return
     import json
 
+    def phase(at: float) -> str:
+        return next((name for name, start in reversed(phases) if at >= start), "start")
+
     seen = json.loads(probe.read_text())
-    longest = ", ".join(f"{s['late_ms']:.1f} ({s['loop_cpu_ms']:.1f} cpu)" for s in seen["longest"][:5])
+    longest = ", ".join(
+        f"{s['late_ms']:.1f} ({s['loop_cpu_ms']:.1f} cpu, {phase(s['at'])})" for s in seen["longest"][:6]
+    )
     gcs = ", ".join(
         f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in seen["gc"].items() if v["count"]
     )
     print(
-        f"  s25rbl's loop over {seen['seconds']:.0f} s: stalls >= 2/5/10/20/50 ms: "
-        f"{'/'.join(str(n) for n in seen['stalls_over_ms'].values())}; longest ms: {longest}\n"
+        f"  s25rbl's loop over {seen['seconds']:.0f} s from ready: stalls >= 2/5/10/20/50 ms: "
+        f"{'/'.join(str(n) for n in seen['stalls_over_ms'].values())}; longest ms "
+        f"(loop thread's CPU in it, phase): {longest}\n"
         f"  GC pauses: {gcs or 'none'}",
         flush=True,
     )
@@ -676,7 +683,9 @@ def main() -> int:
             s25rbl = start_s25rbl(config, probe, profile)
             procs.append(s25rbl.proc)
             dns_port = int(s25rbl.output[-1].split()[-1])
+            phases = [("warm-up", time.perf_counter())]
             warm_verdicts(dns_port, pool)
+            phases.append(("max rate", time.perf_counter()))
             best = runner.run(
                 closed_loop(
                     "s25rbl   max rate", s25rbl.port, requests, args.connections, duration, s25rbl.proc.pid
@@ -684,6 +693,7 @@ def main() -> int:
             )
             print(best.line(), flush=True)
             print(f"  answers: {dict(best.answers.most_common())}", flush=True)
+            phases.append(("fixed rate", time.perf_counter()))
             at_rate = runner.run(
                 fixed_rate(
                     f"s25rbl   at {args.rate:,}/s",
@@ -696,8 +706,9 @@ def main() -> int:
                 )
             )
             print(at_rate.line() + f"  late {at_rate.late}", flush=True)
+            phases.append(("stop", time.perf_counter()))
             upstream.stop(s25rbl.proc, 60.0 if profile is not None else 10.0)  # a profile is written at exit
-            report_probe(probe, profile)
+            report_probe(probe, profile, phases)
             if args.no_postgrey or not Path(POSTGREY).exists():
                 print(
                     "postgrey: left out" + ("" if args.no_postgrey else f" ({POSTGREY} is not installed)"),

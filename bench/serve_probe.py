@@ -1,6 +1,7 @@
-"""Runs ``s25rbl ... serve`` with probes for a benchmark (not a test): the event loop's stalls,
-the garbage collector's pauses and, optionally, cProfile. The report is written as JSON when
-the server stops (SIGTERM).
+"""Runs ``s25rbl ... serve`` with probes for a benchmark (not a test): the event loop's stalls
+and the garbage collector's pauses from when the server is ready (start-up's own are not
+counted) and, optionally, cProfile. The report is written as JSON every second and when the
+server stops (SIGTERM).
 
     python bench/serve_probe.py --report OUT.json [--profile OUT.prof] -- --config CFG serve
 
@@ -31,12 +32,21 @@ STALL = 0.002  # a tick this much later than due is recorded as a stall
 
 class Probe:
     def __init__(self) -> None:
-        self.stalls: list[tuple[float, float, float]] = []  # the longest: (lateness s, loop cpu s, at s)
+        # the longest: (lateness s, loop cpu s, when: perf_counter, CLOCK_MONOTONIC like the bench's)
+        self.stalls: list[tuple[float, float, float]] = []
         self.over = dict.fromkeys((2, 5, 10, 20, 50), 0)  # stalls of at least so many ms
         self.ticks = 0
         self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
         self._gc_started = 0.0
         self._gc_generation = 0
+        self.started = time.perf_counter()
+
+    def reset(self) -> None:
+        """Count from now on (the server is ready)."""
+        self.stalls.clear()
+        self.over = dict.fromkeys(self.over, 0)
+        self.gc = {0: [], 1: [], 2: []}
+        self.ticks = 0
         self.started = time.perf_counter()
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -59,7 +69,7 @@ class Probe:
             if late >= STALL:
                 for ms in self.over:
                     self.over[ms] += late * 1000 >= ms
-                self.stalls.append((late, time.thread_time() - cpu, wall - self.started))
+                self.stalls.append((late, time.thread_time() - cpu, wall))
                 if len(self.stalls) > 100:
                     self.stalls = sorted(self.stalls, reverse=True)[:10]
 
@@ -70,7 +80,7 @@ class Probe:
             "ticks": self.ticks,
             "stalls_over_ms": {str(ms): count for ms, count in self.over.items()},
             "longest": [
-                {"late_ms": late * 1e3, "loop_cpu_ms": cpu * 1e3, "at_s": at} for late, cpu, at in stalls[:10]
+                {"late_ms": late * 1e3, "loop_cpu_ms": cpu * 1e3, "at": at} for late, cpu, at in stalls[:10]
             ],
             "gc": {
                 str(gen): {
@@ -98,10 +108,15 @@ def main() -> int:
     gc.callbacks.append(probe.on_gc)
     original = commands.serve
 
-    async def serve(*a: Any, **kw: Any) -> None:
+    async def serve(settings: Any, ready: Any = None, *a: Any, **kw: Any) -> None:
+        def started(*bound: Any) -> None:
+            probe.reset()  # start-up's own pauses (imports, first collection) are not counted
+            if ready is not None:
+                ready(*bound)
+
         watcher = asyncio.create_task(probe.watch(args.report))
         try:
-            await original(*a, **kw)
+            await original(settings, started, *a, **kw)
         finally:
             watcher.cancel()
 
