@@ -57,6 +57,7 @@ sys.path.insert(0, str(BENCH))
 import upstream  # noqa: E402  (bench/upstream.py)
 from common import LOAD_CPU, SERVER_CPU, percentile  # noqa: E402
 from fresh_verdicts import clean_name, dynamic_name  # noqa: E402
+from serve_probe import report_probe  # noqa: E402
 
 from s25rbl.config import PolicySettings  # noqa: E402
 from s25rbl.policy.decide import Triplet  # noqa: E402
@@ -566,38 +567,6 @@ def stored_mix(
         else:
             out.append(session(rng.choice(by_kind[kind]), rng))
     return out
-
-
-def report_probe(probe: Path | None, profile: Path | None, phases: list[tuple[str, float]]) -> None:
-    """What bench/serve_probe.py saw of s25rbl from when it was ready: the DNS warm-up, the
-    maximum rate, the fixed rate (``phases``: their names and perf_counter starts)."""
-    if probe is None or not probe.exists():
-        return
-    import json
-
-    def phase(at: float) -> str:
-        return next((name for name, start in reversed(phases) if at >= start), "start")
-
-    seen = json.loads(probe.read_text())
-    longest = ", ".join(
-        f"{s['late_ms']:.1f} ({s['loop_cpu_ms']:.1f} cpu, {phase(s['at'])})" for s in seen["longest"][:6]
-    )
-    gcs = ", ".join(
-        f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in seen["gc"].items() if v["count"]
-    )
-    print(
-        f"  s25rbl's loop over {seen['seconds']:.0f} s from ready: stalls >= 2/5/10/20/50 ms: "
-        f"{'/'.join(str(n) for n in seen['stalls_over_ms'].values())}; longest ms "
-        f"(loop thread's CPU in it, phase): {longest}\n"
-        f"  GC pauses: {gcs or 'none'}",
-        flush=True,
-    )
-    if profile is not None and profile.exists():
-        import pstats
-
-        print("  -- cProfile of s25rbl (profiling slows it down) --", flush=True)
-        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(30)
-        sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------
