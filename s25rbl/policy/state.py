@@ -39,8 +39,8 @@ READ_TIMEOUT = 2.0  # seconds: well inside Postfix's policy timeout (the shipped
 DOWN_FOR = 5.0  # after a failed read, fail open at once for this long
 FLUSH_DELAY = 0.02  # seconds writes gather before a batch is committed
 # ... and at least this long after the previous batch began: a batch costs the event loop
-# ~1 ms of fixed work (the unit of work and its hand-offs to the database), a write in it
-# ~30 µs, so under a steady stream of writes few large batches cost far less than many small
+# 1-3 ms of fixed work (the unit of work and its hand-offs to the database), a write in it
+# ~35 µs, so under a steady stream of writes few large batches cost far less than many small
 # ones. A write after a quiet spell is still committed FLUSH_DELAY after its answer.
 FLUSH_INTERVAL = 0.25
 MAX_QUEUED = 20_000  # writes waiting for the store (under 2 KiB each); the oldest go beyond
