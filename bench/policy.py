@@ -57,6 +57,7 @@ sys.path.insert(0, str(BENCH))
 import upstream  # noqa: E402  (bench/upstream.py)
 from common import LOAD_CPU, SERVER_CPU, percentile  # noqa: E402
 from fresh_verdicts import clean_name, dynamic_name  # noqa: E402
+from serve_probe import report_probe  # noqa: E402
 
 from s25rbl.config import PolicySettings  # noqa: E402
 from s25rbl.policy.decide import Triplet  # noqa: E402
@@ -420,11 +421,18 @@ def s25rbl_cli(config: Path, *args: str) -> None:
         raise RuntimeError(f"s25rbl {' '.join(args)} failed:\n{done.stderr}")
 
 
-def start_s25rbl(config: Path) -> Service:
+def start_s25rbl(config: Path, probe: Path | None = None, profile: Path | None = None) -> Service:
+    """``s25rbl serve``; with ``probe``, under bench/serve_probe.py (loop stalls and GC pauses
+    reported to that file, and cProfile to ``profile``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("S25RBL_")}
     env["PYTHONUNBUFFERED"] = "1"
+    command = [sys.executable, "-m", "s25rbl"]
+    if probe is not None:
+        command = [sys.executable, str(BENCH / "serve_probe.py"), "--report", str(probe)]
+        command += ["--profile", str(profile)] if profile is not None else []
+        command += ["--"]
     proc = subprocess.Popen(
-        upstream.taskset(SERVER_CPU, [sys.executable, "-m", "s25rbl", "--config", str(config), "serve"]),
+        upstream.taskset(SERVER_CPU, [*command, "--config", str(config), "serve"]),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -570,13 +578,24 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="seconds per run (default 10)")
     parser.add_argument("--connections", type=int, default=50, help="client connections (default 50)")
     parser.add_argument("--rate", type=int, default=2000, help="the fixed rate, requests/s (default 2000)")
-    parser.add_argument("--sizes", help="stored triplets, comma-separated (default 10000,100000,1000000)")
+    parser.add_argument(
+        "--sizes", help="stored triplets, comma-separated (default 10000,100000,1000000; 0: none)"
+    )
     parser.add_argument("--no-postgrey", action="store_true", help="leave postgrey out")
     parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="report s25rbl's event-loop stalls and GC pauses (the probe costs a little CPU)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run s25rbl under cProfile (with --probe) and print its top"
+    )
     args = parser.parse_args()
     duration = args.duration or (1.5 if args.quick else 10.0)
     per_kind = 100 if args.quick else 2000
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000,1000000")).split(",")]
+    sizes = [size for size in sizes if size > 0]  # --sizes 0: no stored-triplet runs
     sessions = 2000 if args.quick else 50_000
 
     def on_term(signum: int, frame: object) -> None:
@@ -628,10 +647,14 @@ def main() -> int:
             white = work / "white.txt"
             white.write_text("".join(f"{c.ip}\n" for c in pool if c.kind == "whitelisted"))
             s25rbl_cli(config, "import", str(white), "--list", "white")
-            s25rbl = start_s25rbl(config)
+            probe = work / "probe.json" if args.probe or args.profile else None
+            profile = work / "s25rbl.prof" if args.profile else None
+            s25rbl = start_s25rbl(config, probe, profile)
             procs.append(s25rbl.proc)
             dns_port = int(s25rbl.output[-1].split()[-1])
+            phases = [("warm-up", time.perf_counter())]
             warm_verdicts(dns_port, pool)
+            phases.append(("max rate", time.perf_counter()))
             best = runner.run(
                 closed_loop(
                     "s25rbl   max rate", s25rbl.port, requests, args.connections, duration, s25rbl.proc.pid
@@ -639,6 +662,7 @@ def main() -> int:
             )
             print(best.line(), flush=True)
             print(f"  answers: {dict(best.answers.most_common())}", flush=True)
+            phases.append(("fixed rate", time.perf_counter()))
             at_rate = runner.run(
                 fixed_rate(
                     f"s25rbl   at {args.rate:,}/s",
@@ -651,7 +675,9 @@ def main() -> int:
                 )
             )
             print(at_rate.line() + f"  late {at_rate.late}", flush=True)
-            upstream.stop(s25rbl.proc)
+            phases.append(("stop", time.perf_counter()))
+            upstream.stop(s25rbl.proc, 60.0 if profile is not None else 10.0)  # a profile is written at exit
+            report_probe(probe, profile, phases)
             if args.no_postgrey or not Path(POSTGREY).exists():
                 print(
                     "postgrey: left out" + ("" if args.no_postgrey else f" ({POSTGREY} is not installed)"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -290,6 +291,7 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
                 bound = runner.addresses
                 api_port = int(bound[0][1]) if bound else api.port
+                settle_collector()
                 if ready is not None and not stop.is_set():
                     ready(list(listeners.bound), Endpoint(api.host, api_port), policy_bound)
                 await stop.wait()
@@ -302,6 +304,21 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                     await policy.stop()
                 if pool is not None:
                     await asyncio.to_thread(pool.stop)
+
+
+GC_YOUNG = 10_000  # net allocations between young collections (Python's default: 700)
+
+
+def settle_collector() -> None:
+    """Once the node is up: what start-up built (modules, the schema, lists, compiled
+    statements) is set aside from garbage collection (``gc.freeze``), so no full collection
+    walks it again, a pause of 0.1-0.2 s with every answer waiting; young collections run every
+    GC_YOUNG allocations instead of every 700 (a request's objects are nearly all freed by
+    reference counting, so each young collection stays short, and there are far fewer)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, middle, old)
 
 
 def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], Snapshot]) -> UiContext:

@@ -210,10 +210,11 @@ class PolicyHandler:
         if dry:
             self.counters.dry_run += 1
             action = DUNNO
-        name = _own_name(verdict)
+        if not log.isEnabledFor(logging.INFO):  # the line's arguments cost as much as a decision
+            return action
         log.info(
             "policy: %s[%s] %s from=<%s> to=<%s> instance=%s: %s (%s: %s)%s",
-            name,
+            _own_name(verdict),
             request.client,
             request.stage,
             request.sender,

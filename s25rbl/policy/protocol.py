@@ -19,7 +19,10 @@ MAX_REQUEST = 64 * 1024
 MAX_ATTRIBUTES = 100
 MAX_INSTANCE = 64  # Postfix's instance attribute is about 25 characters
 
+MAX_ADDRESSES = 4096  # client addresses kept parsed (each under 300 bytes with its key)
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ADDRESSES: dict[str, IPAddress] = {}
 
 
 class Framer:
@@ -72,21 +75,37 @@ def _end_of_request(buffer: bytearray, scanned: int) -> tuple[int, int] | None:
 
 
 def parse_attributes(block: bytes) -> dict[str, str]:
-    """The ``name=value`` lines of one request block (a later duplicate wins)."""
+    """The ``name=value`` lines of one request block (a later duplicate wins).
+
+    The block is decoded once and cut by C-level calls (the hot path of every request); only a
+    block that fails is read again line by line, to say which line is wrong."""
     if not block:
         return {}
-    lines = block.split(b"\n")
+    text = block.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\r"):  # the last line's CR: the framer cut the block before its LF
+            text = text[:-1]
+    lines = text.split("\n")
     if len(lines) > MAX_ATTRIBUTES:
         raise PolicyRequestError("too-many-attributes", f"{len(lines)} attributes (at most {MAX_ATTRIBUTES})")
-    attributes: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        name, equals, value = line.partition(b"=")
-        if not equals or not name:
-            raise PolicyRequestError("malformed", f"line {number} is not name=value: {line[:60]!r}")
-        attributes[name.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+    try:
+        attributes = dict(line.split("=", 1) for line in lines)
+    except ValueError:  # a line without "="
+        attributes = {"": ""}
+    if "" in attributes:
+        raise _malformed(lines)
     return attributes
+
+
+def _malformed(lines: list[str]) -> PolicyRequestError:
+    """The error for the first line that is not ``name=value``."""
+    for number, line in enumerate(lines, 1):
+        name, equals, _ = line.partition("=")
+        if not equals or not name:
+            shown = line[:60].encode("utf-8", "replace")
+            return PolicyRequestError("malformed", f"line {number} is not name=value: {shown!r}")
+    return PolicyRequestError("malformed", "a line is not name=value")  # not reached
 
 
 def answer(action: str) -> bytes:
@@ -117,12 +136,7 @@ def read_request(attributes: dict[str, str]) -> PolicyRequest:
     raw = attributes.get("client_address")
     if raw is None:
         raise PolicyRequestError("no-client-address", "no client_address")
-    try:
-        address = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        raise PolicyRequestError("bad-client-address", f"client_address={_clean(raw, 60)!r}") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _ADDRESSES.get(raw) or _address(raw)
     instance = _clean(attributes.get("instance", ""), 1000)
     if len(instance) > MAX_INSTANCE:
         raise PolicyRequestError("malformed", f"an instance of {len(instance)} characters")
@@ -137,6 +151,22 @@ def read_request(attributes: dict[str, str]) -> PolicyRequest:
         authenticated=bool(attributes.get("sasl_username", "").strip()),
         stress=attributes.get("stress", "").strip().lower() == "yes",
     )
+
+
+def _address(raw: str) -> IPAddress:
+    """``client_address`` as an address (IPv4-mapped: the IPv4 address), remembered: the same
+    clients ask again and again, and parsing costs more than the rest of the request's reading."""
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise PolicyRequestError("bad-client-address", f"client_address={_clean(raw, 60)!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if len(_ADDRESSES) >= MAX_ADDRESSES:
+        _ADDRESSES.clear()  # bounded: start again rather than keep count of use
+    if len(raw) <= 64:
+        _ADDRESSES[raw] = address
+    return address
 
 
 def _clean(value: str, limit: int) -> str:

@@ -31,7 +31,8 @@ SCRIPTS: dict[str, list[str]] = {
     "scaling": ["--quick"],
     "workers": ["--quick", "--addresses", "500"],
     "ui": ["--quick"],
-    "policy": ["--quick"],
+    "policy": ["--quick", "--probe"],
+    "policy_cpu": ["--quick"],
 }
 TOOLS = {
     "fresh_verdicts": ("dnsperf", "unbound"),
@@ -151,3 +152,9 @@ def test_policy(runs: dict[str, Run]) -> None:
     assert "s25rbl   max rate:" in out and "postgrey max rate:" in out
     assert "ratio s25rbl/postgrey:" in out and "s25rbl   at 2,000/s:" in out
     assert "stored triplets" in out and "10,000 max rate:" in out
+    assert "s25rbl's loop over" in out and "GC pauses:" in out
+
+
+def test_policy_cpu(runs: dict[str, Run]) -> None:
+    out = result(runs, "policy_cpu").output
+    assert "CPU per request" in out and "listed" in out and "write batch of 30:" in out

@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from s25rbl.errors import PolicyRequestError
+from s25rbl.policy import protocol
 from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_REQUEST, Framer, answer, parse_attributes, read_request
 
 REQUEST = b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n\n"
@@ -113,3 +114,18 @@ def test_a_request_is_read_cleaned_and_bounded() -> None:
 
 def test_the_answer_is_one_action_line_and_an_empty_line() -> None:
     assert answer("SLEEP 65") == b"action=SLEEP 65\n\n"
+
+
+def test_crlf_line_ends_are_dropped_and_a_bad_line_is_named() -> None:
+    assert parse_attributes(b"a=1\r\nb=x\ry\r\nc=3\r") == {"a": "1", "b": "x\ry", "c": "3"}
+    with pytest.raises(PolicyRequestError, match=r"line 2 is not name=value: b'junk'"):
+        parse_attributes(b"a=1\r\njunk\r\nc=3")
+
+
+def test_client_addresses_are_remembered_within_a_bound() -> None:
+    for i in range(protocol.MAX_ADDRESSES + 10):
+        assert read_request({"client_address": f"::ffff:10.0.{i >> 8}.{i & 255}"}).client == (
+            ipaddress.ip_address(f"10.0.{i >> 8}.{i & 255}")
+        )
+    assert 0 < len(protocol._ADDRESSES) <= protocol.MAX_ADDRESSES
+    assert read_request({"client_address": "::ffff:10.0.0.1"}).client == ipaddress.ip_address("10.0.0.1")

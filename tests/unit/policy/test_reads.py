@@ -34,12 +34,22 @@ async def test_the_misses_of_many_requests_go_out_in_one_query() -> None:
 
 
 async def test_keys_asked_while_a_query_is_out_go_in_the_next_one() -> None:
-    store = Store({"a": 1, "b": 2, "c": 3}, delay=0.01)
-    reader = BatchReader(store.read_many, timeout=1.0)
+    store = Store({"a": 1, "b": 2, "c": 3})
+    out, held = asyncio.Event(), asyncio.Event()  # the first query stays out until released
+
+    async def first_held(keys: list[str]) -> dict[str, int]:
+        if not out.is_set():
+            out.set()
+            await held.wait()
+        return await store.read_many(keys)
+
+    reader = BatchReader(first_held, timeout=5.0)
     first = asyncio.ensure_future(reader.get("a"))
-    await asyncio.sleep(0.001)  # the first query is out now
-    later = await asyncio.gather(reader.get("a"), reader.get("b"), reader.get("c"))
-    assert (await first, list(later)) == (1, [1, 2, 3])
+    await out.wait()  # the first query is out now
+    later = asyncio.gather(reader.get("a"), reader.get("b"), reader.get("c"))
+    await asyncio.sleep(0)  # the later keys are asked
+    held.set()
+    assert (await first, list(await later)) == (1, [1, 2, 3])
     assert store.queries == [["a"], ["b", "c"]]  # "a" shared the query already out
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from s25rbl.config import LearningSettings
+from s25rbl.policy import state as policy_state
 from s25rbl.policy.decide import ClientTarpit, Session, TripletState
 from s25rbl.policy.state import ABSENT, Lru, PolicyState
-from s25rbl.service.policy import PolicyStore
+from s25rbl.service.policy import Applied, PolicyStore, TripletWrite, Write
 from s25rbl.store.db import Store
 from tests.support.clock import FakeClock
 
@@ -141,3 +144,43 @@ def test_a_passed_triplet_seen_again_is_written_back_at_most_hourly(
     assert not state.should_touch("k")
     clock.advance(3600)
     assert state.should_touch("k") and not state.should_touch("k")
+
+
+class _BatchesStore:
+    """A store that records the batches it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Write]] = []
+        self.applied = asyncio.Event()
+
+    async def read_clients(self, ips: list[str]) -> dict[str, ClientTarpit]:
+        return {}
+
+    async def read_triplets(self, keys: list[str]) -> dict[str, TripletState]:
+        return {}
+
+    async def apply(self, writes: list[Write]) -> Applied:
+        self.batches.append(list(writes))
+        self.applied.set()
+        return Applied()
+
+
+async def test_a_steady_stream_of_writes_is_committed_in_few_batches(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    monkeypatch.setattr(policy_state, "FLUSH_INTERVAL", 5.0)  # wide, however slow the machine
+    store = _BatchesStore()
+    state = PolicyState(typing.cast(PolicyStore, store), clock, tarpit=TARPIT, max_tarpits=2, cache_size=3)
+    writes = [TripletWrite("touch", f"{i:032x}", 1e9 + i) for i in range(5)]
+    runner = asyncio.create_task(state.run_writes())
+    try:
+        state.write(writes[0])  # after a quiet spell: committed at once (FLUSH_DELAY)
+        await asyncio.wait_for(store.applied.wait(), 5)
+        for write in writes[1:]:  # then more, each after the one before was answered
+            await asyncio.sleep(policy_state.FLUSH_DELAY * 2)
+            state.write(write)
+        while sum(len(batch) for batch in store.batches) < len(writes):
+            await asyncio.sleep(0.05)
+    finally:
+        runner.cancel()
+    assert store.batches == [writes[:1], writes[1:]]  # not one batch per FLUSH_DELAY
