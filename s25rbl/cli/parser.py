@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS_IN,
         default="postfix",
-        help="postfix: a Postfix regexp table or plain lines (default); csv: list,kind,value[,reason]; "
+        help="postfix: a Postfix regexp table or plain lines VALUE [ACTION [text]] [# reason] "
+        "(default); csv: list,kind,value[,reason]; "
         "json: an array of entry objects, as exported",
     )
     p.add_argument("--creator", default="import", help="recorded as the entries' creator")

@@ -17,6 +17,8 @@ from typing import Any
 import re2
 
 from s25rbl.errors import InvalidEntry
+from s25rbl.lists.breadth import broad_match
+from s25rbl.lists.domains import is_public_suffix
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,6 +120,21 @@ def parse_hostname(text: str, field: str = "value") -> str:
     return name
 
 
+def parse_domain(text: str, field: str = "value") -> str:
+    """A domain entry's name: a host name that is not a public suffix (``com``, ``jp``,
+    ``co.jp``: anyone may register under it, so an entry for it would list a whole country or
+    the world). Checked when an entry is written; entries already stored still load."""
+    name = parse_hostname(text, field)
+    if is_public_suffix(name):
+        raise InvalidEntry(
+            field,
+            f"{name!r} is a public suffix (a top-level domain, or one like co.jp under which anyone "
+            "may register): the entry would list every domain under it; give a domain someone "
+            "owns (e.g. example.co.jp)",
+        )
+    return name
+
+
 def re2_options(max_mem: int) -> Any:
     """How every operator regex is compiled: case-insensitive, quiet, memory bounded."""
     options = re2.Options()
@@ -154,10 +171,14 @@ def canonical_value(kind: EntryKind, value: str, field: str = "value") -> str:
             return str(parse_ip(value, field))
         case EntryKind.CIDR:
             return str(parse_network(value, field))
-        case EntryKind.HOSTNAME | EntryKind.DOMAIN:
+        case EntryKind.HOSTNAME:
             return parse_hostname(value, field)
+        case EntryKind.DOMAIN:
+            return parse_domain(value, field)
         case EntryKind.REGEX | EntryKind.RULE:
-            compile_regex(value, field)
+            why = broad_match(compile_regex(value, field))
+            if why is not None:
+                raise InvalidEntry(field, f"regex {value!r} refused: it {why}")
             return value
     raise InvalidEntry("kind", f"unknown kind {kind!r}")
 
