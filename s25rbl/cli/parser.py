@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from s25rbl import __version__
+from s25rbl.cli import review
 from s25rbl.cli.commands import (
     cmd_check,
     cmd_entries_add,
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned", action="store_true", help="include entries learned from retries")
     p.set_defaults(func=cmd_export)
     report_maillog.add_parser(sub, remote)
+    review.add_parsers(sub, remote)
 
     p = sub.add_parser("expire", help="run one expiry pass now (serve runs it on an interval)")
     p.set_defaults(func=cmd_expire)

@@ -201,12 +201,26 @@ def parse_expiry(value: str, field: str, now: datetime) -> datetime:
     """When an entry expires: a lifetime (``30d``, ``12h``), or an ISO 8601 date (a whole day,
     read as UTC) or date-time with its time zone (without one it is ambiguous: refused).
     Must lie in the future."""
+    when = _parse_when(value, field, now, 1)
+    if when <= now:
+        raise InvalidEntry(field, f"{value!r} is in the past; it must be in the future")
+    return when
+
+
+def parse_since(value: str, field: str, now: datetime) -> datetime:
+    """Where a look back starts: an age (``24h``, ``7d``: that long ago), or an ISO 8601 date
+    (from its start, UTC) or date-time with its time zone."""
+    return _parse_when(value, field, now, -1)
+
+
+def _parse_when(value: str, field: str, now: datetime, direction: int) -> datetime:
     text = value.strip()
     if text[:-1].isdigit() and text[-1:] in _DURATION_UNITS:
         try:
-            return now + timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[text[-1]])
+            return now + direction * timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[text[-1]])
         except OverflowError:
             raise InvalidEntry(field, f"{value!r} is out of range") from None
+    span = "a lifetime (30d, 12h)" if direction > 0 else "an age (24h, 7d)"
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
@@ -214,18 +228,13 @@ def parse_expiry(value: str, field: str, now: datetime) -> datetime:
         else:
             when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidEntry(
-            field, f"{value!r} is not a lifetime (30d, 12h) or an ISO 8601 date or date-time"
-        ) from None
+        raise InvalidEntry(field, f"{value!r} is not {span} or an ISO 8601 date or date-time") from None
     if when.tzinfo is None:
         raise InvalidEntry(field, "needs a time zone, e.g. 2027-01-01T00:00:00Z")
     try:
-        when = when.astimezone(UTC)
+        return when.astimezone(UTC)
     except OverflowError:
         raise InvalidEntry(field, f"{value!r} is out of range") from None
-    if when <= now:
-        raise InvalidEntry(field, f"{value!r} is in the past; it must be in the future")
-    return when
 
 
 @dataclass(frozen=True, slots=True)
