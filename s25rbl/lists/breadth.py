@@ -10,7 +10,7 @@ import random
 from functools import cache
 from typing import Any
 
-SAMPLE_SIZE = 256
+SAMPLE_SIZE = 128
 MAX_SHARE = 0.20  # a regex matching more than this share of the sample is refused
 _TLDS = [
     "com",
@@ -52,15 +52,27 @@ def sample_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+@cache
+def _sample_bytes() -> tuple[bytes, ...]:
+    return tuple(name.encode() for name in sample_names())
+
+
 def broad_match(compiled: Any) -> str | None:
-    """Why a compiled regex matches too much of the world, or None when it does not."""
-    names = sample_names()
-    hits = [name for name in names if compiled.search(name) is not None]
-    if len(hits) <= MAX_SHARE * len(names):
+    """Why a regex matches too much of the world, or None when it does not. ``compiled`` is
+    the regex compiled from its UTF-8 bytes: searching bytes costs half of searching text."""
+    names = _sample_bytes()
+    most = int(MAX_SHARE * len(names))
+    hits = []
+    for name in names:
+        if compiled.search(name) is not None:
+            hits.append(name.decode())
+            if len(hits) > most:
+                break
+    else:
         return None
     examples = ", ".join(hits[:2])
     return (
-        f"matches {len(hits)} of {len(names)} unrelated sample host names (e.g. {examples}); "
-        f"a list regex may match at most {MAX_SHARE:.0%} of them: anchor it and name the hosts "
-        "it is meant for (e.g. ^[^.]+\\.dyn\\.example\\.net$)"
+        f"matches more than {MAX_SHARE:.0%} of a sample of {len(names)} unrelated host names "
+        f"(e.g. {examples}): anchor it and name the hosts it is meant for "
+        "(e.g. ^[^.]+\\.dyn\\.example\\.net$)"
     )

@@ -176,7 +176,8 @@ def canonical_value(kind: EntryKind, value: str, field: str = "value") -> str:
         case EntryKind.DOMAIN:
             return parse_domain(value, field)
         case EntryKind.REGEX | EntryKind.RULE:
-            why = broad_match(compile_regex(value, field))
+            compile_regex(value, field)
+            why = broad_match(re2.compile(value.encode(), re2_options(1 << 20)))
             if why is not None:
                 raise InvalidEntry(field, f"regex {value!r} refused: it {why}")
             return value

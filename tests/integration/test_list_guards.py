@@ -15,10 +15,10 @@ WORLD = [
     ("white", "domain", "com", "public suffix"),
     ("white", "domain", "co.jp", "public suffix"),
     ("black", "domain", "JP.", "public suffix"),
-    ("white", "regex", ".", "sample host names"),
-    ("black", "regex", "[a-z]", "sample host names"),
-    ("white", "regex", "\\.", "sample host names"),
-    ("black", "rule", "[0-9]", "sample host names"),
+    ("white", "regex", ".", "unrelated host names"),
+    ("black", "regex", "[a-z]", "unrelated host names"),
+    ("white", "regex", "\\.", "unrelated host names"),
+    ("black", "rule", "[0-9]", "unrelated host names"),
 ]
 
 BAD_TABLE = (
@@ -31,7 +31,7 @@ BAD_TABLE = (
     "192.0.2.9 DUNNO\n"  # 7
     "partner.example  # a reason, as documented\n"  # 8: fine
 )
-BAD_LINES = {2: "extra words", 3: "extra words", 4: "public suffix", 5: "sample host names"}
+BAD_LINES = {2: "extra words", 3: "extra words", 4: "public suffix", 5: "unrelated host names"}
 BAD_LINES |= {6: "'HOLD' is not imported", 7: "'DUNNO' is not imported"}
 
 
