@@ -13,7 +13,7 @@ from s25rbl.api.auth import requires
 from s25rbl.api.context import context_of
 from s25rbl.api.problems import Problem
 from s25rbl.errors import InvalidEntry, StoreUnavailable
-from s25rbl.lists.values import parse_address_literal, parse_hostname, parse_ip
+from s25rbl.lists.values import parse_address_literal, parse_hostname, parse_ip, parse_since
 from s25rbl.node.counters import LOOKUP_OUTCOMES
 from s25rbl.policy.explain import explain as explain_policy
 from s25rbl.service.views import audit_dict
@@ -98,9 +98,16 @@ async def stats(request: web.Request) -> web.Response:
 
 @requires("admin")
 async def audit(request: web.Request) -> web.Response:
-    schemas.only_params(request.query, {"cursor", "limit"})
+    schemas.only_params(request.query, {"cursor", "limit", "since", "actor"})
     after, limit = schemas.page_params(request.query)
-    events = await context_of(request).services.audit.events(after_id=after, limit=limit + 1)
+    services = context_of(request).services
+    try:
+        since = request.query.get("since")
+        start = parse_since(since, "since", services.clock.now()) if since is not None else None
+    except InvalidEntry as exc:
+        raise schemas.field_problem(exc) from None
+    actor = request.query.get("actor")
+    events = await services.audit.events(after_id=after, limit=limit + 1, since=start, actor=actor)
     return web.json_response(schemas.page(events, limit, audit_dict))
 
 

@@ -1,4 +1,5 @@
-"""The ``s25rbl`` command: serve, migrate, check, entries, import, export, report-maillog, token.
+"""The ``s25rbl`` command: serve, migrate, check, entries, import, export, report-maillog,
+learned, suggestions, audit, token.
 
 Exit status: 0 done, 1 the operation failed (duplicate, not found, store unavailable, bad
 list file), 2 bad usage or configuration.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from s25rbl import __version__
+from s25rbl.cli import review
 from s25rbl.cli.commands import (
     cmd_check,
     cmd_entries_add,
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS_IN,
         default="postfix",
-        help="postfix: a Postfix regexp table or plain lines (default); csv: list,kind,value[,reason]; "
+        help="postfix: a Postfix regexp table or plain lines VALUE [ACTION [text]] [# reason] "
+        "(default); csv: list,kind,value[,reason]; "
         "json: an array of entry objects, as exported",
     )
     p.add_argument("--creator", default="import", help="recorded as the entries' creator")
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learned", action="store_true", help="include entries learned from retries")
     p.set_defaults(func=cmd_export)
     report_maillog.add_parser(sub, remote)
+    review.add_parsers(sub, remote)
 
     p = sub.add_parser("expire", help="run one expiry pass now (serve runs it on an interval)")
     p.set_defaults(func=cmd_expire)

@@ -52,17 +52,36 @@ class StoredEntry(Protocol):
     def starter_release(self) -> str | None: ...
 
 
-_WHITE_ACTIONS = {"OK", "PERMIT"}
-_BLACK_ACTIONS = {"REJECT", "DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT", "WARN", "HOLD", "DISCARD"}
+# Which Postfix access(5) actions say what the client is. OK and PERMIT accept it: whitelist.
+# REJECT, DEFER, DEFER_IF_* and 4xx/5xx codes refuse it or send it away: blacklist. Every other
+# action (DUNNO, HOLD, DISCARD, WARN, FILTER, ...) decides what happens to a message, or
+# nothing at all, and says nothing about the client: such a line is refused, never guessed.
+_WHITE_ACTIONS = ("OK", "PERMIT")
+_BLACK_ACTIONS = ("REJECT", "DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT")
+_REFUSED_ACTIONS = frozenset(
+    {"DUNNO", "HOLD", "DISCARD", "WARN", "FILTER", "REDIRECT", "PREPEND", "BCC", "INFO", "SHUTDOWN"}
+)
 _SMTP_CODE = re.compile(r"^[45][0-9][0-9]$")
+ACTIONS = (
+    f"{'/'.join(_WHITE_ACTIONS)} (whitelist) or {', '.join(_BLACK_ACTIONS)} or an SMTP 4xx/5xx "
+    "code (blacklist)"
+)
 
 
 def _action_list(action: str) -> ListName | None:
+    """The list an action puts its line on; None when ``action`` is no Postfix action at all.
+    InvalidEntry for an action that says nothing about the client."""
     word = action.upper()
     if word in _WHITE_ACTIONS:
         return ListName.WHITE
     if word in _BLACK_ACTIONS or _SMTP_CODE.match(word):
         return ListName.BLACK
+    if word in _REFUSED_ACTIONS:
+        raise InvalidEntry(
+            "action",
+            f"{action!r} is not imported: it says what to do with a message, not whether the client "
+            f"is trusted or refused; use {ACTIONS}",
+        )
     return None
 
 
@@ -124,25 +143,37 @@ def _parse_line(line: str, default_list: ListName | None) -> EntrySpec:
         pattern, rest = _split_regexp(line)
         action, _, text = rest.partition(" ")
         if not action:
-            raise InvalidEntry("action", "a regexp line needs an action (OK, REJECT, 450 ...)")
+            raise InvalidEntry("action", f"a regexp line needs an action: {ACTIONS}")
         target = _action_list(action)
         if target is None:
-            raise InvalidEntry(
-                "action", f"{action!r}: use OK/PERMIT (whitelist) or REJECT/DEFER/4xx/5xx/WARN"
-            )
-        return EntrySpec.build(target, "regex", pattern, text.strip() or f"imported {action}")
-    value, _, rest = line.partition(" ")
-    rest = rest.strip()
-    action, _, text = rest.partition(" ")
+            raise InvalidEntry("action", f"{action!r} is not a Postfix action; use {ACTIONS}")
+        text = text.strip().removeprefix("#").strip()
+        return EntrySpec.build(target, "regex", pattern, text or f"imported {action}")
+    return _plain_line(line, default_list)
+
+
+def _plain_line(line: str, default_list: ListName | None) -> EntrySpec:
+    """``VALUE``, ``VALUE ACTION [text]`` (a Postfix access table line) or either followed by
+    ``# reason``. Any other word after the value is refused: a line of prose must not become a
+    domain entry named after its first word."""
+    body, _, comment = line.partition("#")
+    value, *more = body.split(None, 1)
+    rest = more[0].strip() if more else ""
+    words = rest.split(None, 1)
+    action, text = [*words, "", ""][:2]
     target = default_list
     if action:
         target = _action_list(action)
         if target is None:
-            # No action word: the rest is a reason for an entry on the default list.
-            target, text = default_list, rest
+            raise InvalidEntry(
+                "words",
+                f"extra words after {value!r}: {rest!r}; a plain line is VALUE, VALUE ACTION [text] "
+                f"(ACTION: {ACTIONS}), optionally followed by # reason",
+            )
     if target is None:
         raise InvalidEntry("list", "a plain line needs an action (OK or REJECT) or --list white|black")
-    return EntrySpec.build(target, guess_kind(value), value, text.strip())
+    reason = " ".join(part for part in (text.strip(), comment.strip()) if part)
+    return EntrySpec.build(target, guess_kind(value), value, reason)
 
 
 def parse_csv(text: str) -> list[EntrySpec]:

@@ -17,6 +17,8 @@ from typing import Any
 import re2
 
 from s25rbl.errors import InvalidEntry
+from s25rbl.lists.breadth import broad_match
+from s25rbl.lists.domains import is_public_suffix
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,6 +120,21 @@ def parse_hostname(text: str, field: str = "value") -> str:
     return name
 
 
+def parse_domain(text: str, field: str = "value") -> str:
+    """A domain entry's name: a host name that is not a public suffix (``com``, ``jp``,
+    ``co.jp``: anyone may register under it, so an entry for it would list a whole country or
+    the world). Checked when an entry is written; entries already stored still load."""
+    name = parse_hostname(text, field)
+    if is_public_suffix(name):
+        raise InvalidEntry(
+            field,
+            f"{name!r} is a public suffix (a top-level domain, or one like co.jp under which anyone "
+            "may register): the entry would list every domain under it; give a domain someone "
+            "owns (e.g. example.co.jp)",
+        )
+    return name
+
+
 def re2_options(max_mem: int) -> Any:
     """How every operator regex is compiled: case-insensitive, quiet, memory bounded."""
     options = re2.Options()
@@ -154,10 +171,15 @@ def canonical_value(kind: EntryKind, value: str, field: str = "value") -> str:
             return str(parse_ip(value, field))
         case EntryKind.CIDR:
             return str(parse_network(value, field))
-        case EntryKind.HOSTNAME | EntryKind.DOMAIN:
+        case EntryKind.HOSTNAME:
             return parse_hostname(value, field)
+        case EntryKind.DOMAIN:
+            return parse_domain(value, field)
         case EntryKind.REGEX | EntryKind.RULE:
             compile_regex(value, field)
+            why = broad_match(re2.compile(value.encode(), re2_options(1 << 20)))
+            if why is not None:
+                raise InvalidEntry(field, f"regex {value!r} refused: it {why}")
             return value
     raise InvalidEntry("kind", f"unknown kind {kind!r}")
 
@@ -180,12 +202,26 @@ def parse_expiry(value: str, field: str, now: datetime) -> datetime:
     """When an entry expires: a lifetime (``30d``, ``12h``), or an ISO 8601 date (a whole day,
     read as UTC) or date-time with its time zone (without one it is ambiguous: refused).
     Must lie in the future."""
+    when = _parse_when(value, field, now, 1)
+    if when <= now:
+        raise InvalidEntry(field, f"{value!r} is in the past; it must be in the future")
+    return when
+
+
+def parse_since(value: str, field: str, now: datetime) -> datetime:
+    """Where a look back starts: an age (``24h``, ``7d``: that long ago), or an ISO 8601 date
+    (from its start, UTC) or date-time with its time zone."""
+    return _parse_when(value, field, now, -1)
+
+
+def _parse_when(value: str, field: str, now: datetime, direction: int) -> datetime:
     text = value.strip()
     if text[:-1].isdigit() and text[-1:] in _DURATION_UNITS:
         try:
-            return now + timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[text[-1]])
+            return now + direction * timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[text[-1]])
         except OverflowError:
             raise InvalidEntry(field, f"{value!r} is out of range") from None
+    span = "a lifetime (30d, 12h)" if direction > 0 else "an age (24h, 7d)"
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
@@ -193,18 +229,13 @@ def parse_expiry(value: str, field: str, now: datetime) -> datetime:
         else:
             when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidEntry(
-            field, f"{value!r} is not a lifetime (30d, 12h) or an ISO 8601 date or date-time"
-        ) from None
+        raise InvalidEntry(field, f"{value!r} is not {span} or an ISO 8601 date or date-time") from None
     if when.tzinfo is None:
         raise InvalidEntry(field, "needs a time zone, e.g. 2027-01-01T00:00:00Z")
     try:
-        when = when.astimezone(UTC)
+        return when.astimezone(UTC)
     except OverflowError:
         raise InvalidEntry(field, f"{value!r} is out of range") from None
-    if when <= now:
-        raise InvalidEntry(field, f"{value!r} is in the past; it must be in the future")
-    return when
 
 
 @dataclass(frozen=True, slots=True)

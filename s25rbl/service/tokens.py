@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from s25rbl.clock import Clock
 from s25rbl.errors import InvalidEntry
@@ -113,6 +114,15 @@ class Audit:
         async with self._store.transaction() as session:
             await AuditRepository(session).add(self._clock.now(), actor, action, target, detail)
 
-    async def events(self, *, after_id: int = 0, limit: int = 100) -> Sequence[AuditEvent]:
+    async def events(
+        self,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        since: datetime | None = None,
+        actor: str | None = None,
+    ) -> Sequence[AuditEvent]:
         async with self._store.transaction() as session:
-            return await AuditRepository(session).search(after_id=after_id, limit=limit)
+            return await AuditRepository(session).search(
+                after_id=after_id, limit=limit, since=since, actor=actor
+            )

@@ -62,8 +62,20 @@ class AuditRepository:
             AuditEvent(at=now, actor=actor, action=action, target=target[:512], detail=detail[:2000])
         )
 
-    async def search(self, *, after_id: int = 0, limit: int = 100) -> Sequence[AuditEvent]:
-        result = await self.session.execute(
-            select(AuditEvent).where(AuditEvent.id > after_id).order_by(AuditEvent.id).limit(limit)
-        )
+    async def search(
+        self,
+        *,
+        after_id: int = 0,
+        limit: int = 100,
+        since: datetime | None = None,
+        actor: str | None = None,
+    ) -> Sequence[AuditEvent]:
+        """Events oldest first after ``after_id``; with ``since``, those at or after it; with
+        ``actor``, that actor's alone."""
+        query = select(AuditEvent).where(AuditEvent.id > after_id)
+        if since is not None:
+            query = query.where(AuditEvent.at >= since)
+        if actor is not None:
+            query = query.where(AuditEvent.actor == actor)
+        result = await self.session.execute(query.order_by(AuditEvent.id).limit(limit))
         return result.scalars().all()

@@ -122,5 +122,15 @@ def test_import_then_export_in_every_format(cli: Cli) -> None:
 def test_help_lists_every_command(cli: Cli) -> None:
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("serve", "migrate", "check", "entries", "import", "export"):
+    for command in (
+        "serve",
+        "migrate",
+        "check",
+        "entries",
+        "import",
+        "export",
+        "learned",
+        "suggestions",
+        "audit",
+    ):
         assert command in result.stdout

@@ -103,3 +103,32 @@ def test_catastrophic_backtracking_pattern_is_safe_under_re2() -> None:
     assert spec.kind is EntryKind.REGEX
     idx = ListIndex.build([EntryRow(1, ListName.BLACK, EntryKind.REGEX, spec.value, EntrySource.MANUAL)])
     assert idx.black_name(["a" * 5000 + "!"]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", "2026-11-30T12:00:00+00:00"),
+        ("7d", "2026-11-24T12:00:00+00:00"),
+        ("2026-11-01", "2026-11-01T00:00:00+00:00"),
+        ("2026-11-01T09:30:00+09:00", "2026-11-01T00:30:00+00:00"),
+    ],
+)
+def test_since_is_an_age_or_an_iso_time(text: str, expected: str) -> None:
+    from datetime import UTC, datetime
+
+    from s25rbl.lists.values import parse_since
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert parse_since(text, "--since", now).isoformat() == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-11-01T00:00:00", "99999999999999999999d"])
+def test_a_bad_since_names_its_field(text: str) -> None:
+    from datetime import UTC, datetime
+
+    from s25rbl.lists.values import parse_since
+
+    with pytest.raises(InvalidEntry) as info:
+        parse_since(text, "--since", datetime(2026, 12, 1, tzinfo=UTC))
+    assert info.value.field == "--since"
