@@ -19,7 +19,10 @@ WINDOWS = (("1h", 3600), ("6h", 6 * 3600), ("24h", 86400))
 ZONES = (("blocklist", "Blocklist zone"), ("whitelist", "Whitelist zone"), ("hostname", "Hostname zone"))
 # Charts of counters other parts add as sources (series named ``<prefix><what>``): shown once
 # such a series exists. The policy service's counters are ``policy:<what>``.
-EXTRA_CHARTS: list[tuple[str, str]] = [("policy:", "Tarpits and greylists per minute")]
+EXTRA_CHARTS: list[tuple[str, str]] = [
+    ("policy:tarpit_", "Policy service: tarpitted sessions per minute by outcome"),
+    ("policy:greylist_", "Policy service: greylisted attempts per minute by outcome"),
+]
 LEARNED_DAYS = 30
 REPORT_HOURS = 48
 
