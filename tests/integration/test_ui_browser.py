@@ -25,6 +25,8 @@ PAGES = [
     ("review-learned", "/ui/review/learned"),
     ("review-suggestions", "/ui/review/suggestions?status=all"),
     ("review-forbidden", "/ui/review/forbidden"),
+    ("review-greylist", "/ui/review/greylist"),
+    ("review-tarpits", "/ui/review/tarpits"),
     ("explain", f"/ui/explain?q={EXPLAIN[0]}"),
     ("lists", "/ui/lists"),
     ("import", "/ui/import"),
