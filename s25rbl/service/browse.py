@@ -70,13 +70,13 @@ class Browse:
             list=LEARNED.list, kind=LEARNED.kind, source=LEARNED.source, text=text, include_expired=False
         )
         async with self._store.transaction() as session:
-            repo = PolicyBrowseRepository(session)
+            repo, policy = BrowseRepository(session), PolicyBrowseRepository(session)
             page = await repo.entries(flt, self._clock.now(), before_id=before_id, limit=limit)
             ips = [e.value for e in page.rows]
             reports = await repo.reports_for(ips, per_address)
             counts = await repo.report_counts(ips)
-            passes = await repo.passes_for(ips, per_address)
-            pass_counts = await repo.pass_counts(ips)
+            passes = await policy.passes_for(ips, per_address)
+            pass_counts = await policy.pass_counts(ips)
         evidence = {
             e.id: Evidence(
                 reports.get(e.value, []),

@@ -17,6 +17,9 @@ from s25rbl.store.entries import contains_text
 from s25rbl.store.models import GreylistTriplet, PolicyPass, TarpitRecord
 
 TRIPLET_STATUSES = ("all", "waiting", "passed")
+# Rows a text or status search reads per page: three columns matched a row, and a mail server's
+# triplets come and go by the hundred thousand, so a smaller window than the lists' one.
+POLICY_SEARCH_WINDOW = 20_000
 TARPIT_STATUSES = ("all", "in tarpit", "survived", "abandoned")
 
 
@@ -44,6 +47,9 @@ class TarpitSearch:
 
 class PolicyBrowseRepository(BrowseRepository):
     """Pages of the policy state, and the evidence of policy passes."""
+
+    def _window(self) -> int:
+        return POLICY_SEARCH_WINDOW
 
     async def triplets(
         self, search: TripletSearch, *, before_id: int | None, limit: int
