@@ -129,7 +129,7 @@ def test_the_views_stay_under_100_kb_with_the_longest_values_the_store_keeps(lab
         assert "Older" in reply.text, path
 
 
-def test_figures_chart_tarpits_and_greylists_from_the_policy_counters(lab: Lab) -> None:
+def test_figures_chart_tarpits_and_greylists_from_the_counters_and_the_store(lab: Lab) -> None:
     page = ops(lab)
     lab.policy(SEEDED[0], "figures-1", stress="yes", sender="figures@shop.example")
     time.sleep(2.2)  # two samples (ui.sample_interval 1 s here)
@@ -144,3 +144,14 @@ def test_figures_chart_tarpits_and_greylists_from_the_policy_counters(lab: Lab) 
         legend = re.findall(r'<span class="sw s\d"></span>([a-z]+)', figure.group(1))
         assert set(series) <= set(legend), legend
         assert "<polyline" in figure.group(1) or "<circle" in figure.group(1)
+    # From the store: every node's tarpitted sessions and passes, per hour (a bar a value).
+    for caption in (
+        "Tarpitted sessions per hour",
+        "Policy passes (tarpits survived, greylists passed) per hour",
+    ):
+        figure = re.search(
+            rf"<figcaption>{re.escape(caption)}, last 48 hours</figcaption>(.*?)</figure>", text, re.S
+        )
+        assert figure, caption
+        bars = [int(n) for n in re.findall(r"<title>[^<]*: (\d+)</title></rect>", figure.group(1))]
+        assert len(bars) == 48 and sum(bars) >= 1, (caption, bars)
