@@ -222,7 +222,8 @@ def main() -> int:
         config = work / "s25rbl.toml"
         write_config(config, upstream.free_port(), work / "unused.db")
         text = config.read_text().replace(f'url = "sqlite:///{work / "unused.db"}"', f'url = "{url}"')
-        config.write_text(text)
+        # The policy service on (a free port), so that Figures draws its charts too.
+        config.write_text(text.replace('[policy]\nlisten = ""', '[policy]\nlisten = "127.0.0.1:0"'))
         server = start_server(config, timeout=120)
         try:
             assert server.api is not None
