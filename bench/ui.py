@@ -1,18 +1,20 @@
 """How fast the operator's page renders on a large store.
 
-Usage: .venv/bin/python bench/ui.py [--quick] [--entries N] [--learned N] [--rounds R]
-                                    [--database URL]
+Usage: .venv/bin/python bench/ui.py [--quick] [--entries N] [--learned N] [--policy N]
+                                    [--rounds R] [--database URL]
 
 Fills a fresh store (SQLite by default; ``--database`` for a PostgreSQL database that exists
 and is empty) with N list entries (IPs, networks, domains, hostnames and regexes on both
-lists), N learned addresses with two reports each, and an audit log of them, starts the real
+lists), N learned addresses with two reports each, and an audit log of them, N greylisted
+triplets and N tarpitted sessions of the policy service (``--policy``), starts the real
 ``s25rbl serve`` on it, signs in with an admin token and asks for every page R times. For each
 page it prints the server's own time (the page's ``Server-Timing`` header: the handler, its
 queries and the rendering) and the page's size; where the REST API serves the same rows, the
 API's round trip in the same run and the ratio page/API (round trip against round trip).
 
-The goal: every page under 200 ms on the server with 100,000 entries and 100,000 learned
-addresses, and under 100 KB. This is a benchmark, not a test: numbers vary with the machine.
+The goal: every page under 200 ms on the server with 100,000 entries, 100,000 learned
+addresses and 100,000 triplets and tarpitted sessions, and under 100 KB. This is a benchmark,
+not a test: numbers vary with the machine.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from sqlalchemy import insert, text  # noqa: E402
 
 from s25rbl.lists.values import EntryKind, EntrySource, ListName  # noqa: E402
 from s25rbl.store.db import Store, migrate  # noqa: E402
-from s25rbl.store.models import AuditEvent, Entry, Report  # noqa: E402
+from s25rbl.store.models import AuditEvent, Entry, GreylistTriplet, Report, TarpitRecord  # noqa: E402
 from tests.integration.api_client import Api  # noqa: E402
 from tests.integration.server import start_server  # noqa: E402
 from tests.integration.ui_client import Browserless  # noqa: E402
@@ -81,8 +83,46 @@ def entry_rows(count: int, now: datetime, rng: random.Random) -> list[dict[str, 
     return rows
 
 
-async def fill(url: str, entries: int, learned: int) -> None:
-    """The store: entries, learned addresses with their reports, and the audit log."""
+def policy_rows(start: int, stop: int, count: int, now: datetime) -> tuple[list[dict[str, object]], ...]:
+    """Greylisted triplets and tarpitted sessions ``start`` to ``stop`` of ``count``, over the
+    last two days: clients in 172.16/12, half the triplets passed, a third of the sessions
+    delivered and a third survived."""
+    triplets, tarpits = [], []
+    for i in range(start, stop):
+        ip = ipaddress.IPv4Address(0xAC100000 + i)
+        when = now - timedelta(seconds=(count - i) * 2 * 86400 / max(count, 1))
+        sender, recipient = f"news{i % 50}@shop.example", f"user{i % 700}@example.org"
+        triplets.append(
+            {
+                "key": f"{i:032x}",
+                "network": f"{ipaddress.IPv4Address(int(ip) & 0xFFFFFF00)}/24",
+                "sender": sender,
+                "recipient": recipient,
+                "client_ip": str(ip),
+                "first_seen": when,
+                "last_seen": when + timedelta(minutes=6 * (i % 2)),
+                "passed_at": when + timedelta(minutes=6) if i % 2 else None,
+            }
+        )
+        tarpits.append(
+            {
+                "client_ip": str(ip),
+                "instance": f"bench{i}",
+                "started_at": when,
+                "survived_at": when + timedelta(seconds=65) if i % 3 else None,
+                "delivered_at": when + timedelta(seconds=66) if i % 3 == 1 else None,
+                "client_name": f"p{i}-ipad{i % 90}.pool.example.net",
+                "sender": sender,
+                "recipient": recipient,
+                "mta": "127.0.0.1",
+            }
+        )
+    return triplets, tarpits
+
+
+async def fill(url: str, entries: int, learned: int, policy: int = 0) -> None:
+    """The store: entries, learned addresses with their reports, the audit log, and the policy
+    service's triplets and tarpitted sessions."""
     await asyncio.to_thread(migrate, url)
     store = Store(url)
     rng = random.Random(15)
@@ -137,6 +177,11 @@ async def fill(url: str, entries: int, learned: int) -> None:
                 await session.execute(insert(Entry), entry_batch)
                 await session.execute(insert(Report), report_batch)
                 await session.execute(insert(AuditEvent), audit_batch)
+        for start in range(0, policy, CHUNK):
+            async with store.transaction() as session:
+                triplets, tarpits = policy_rows(start, min(start + CHUNK, policy), policy, now)
+                await session.execute(insert(GreylistTriplet), triplets)
+                await session.execute(insert(TarpitRecord), tarpits)
         if store.engine.dialect.name == "postgresql":
             # A store that has lived a while has been vacuumed and analysed by autovacuum; a
             # freshly filled one has no statistics and no visibility map yet.
@@ -158,24 +203,27 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 entries and learned addresses, 3 rounds")
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--learned", type=int, default=100_000)
+    parser.add_argument("--policy", type=int, default=100_000, help="triplets, and tarpitted sessions")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--database", default="", help="an empty PostgreSQL database URL (default: SQLite)")
     args = parser.parse_args()
     if args.quick:
-        args.entries, args.learned, args.rounds = 2_000, 2_000, 3
+        args.entries, args.learned, args.policy, args.rounds = 2_000, 2_000, 2_000, 3
     with tempfile.TemporaryDirectory(prefix="s25rbl-bench-ui-") as tmp:
         work = Path(tmp)
         url = args.database or f"sqlite:///{work / 's25rbl.db'}"
         started = time.perf_counter()
-        asyncio.run(fill(url, args.entries, args.learned))
+        asyncio.run(fill(url, args.entries, args.learned, args.policy))
         print(
             f"store: {args.entries} entries, {args.learned} learned addresses with 2 reports each, "
-            f"{args.learned} audit events; filled in {time.perf_counter() - started:.1f} s"
+            f"{args.learned} audit events, {args.policy} greylisted triplets and tarpitted sessions; "
+            f"filled in {time.perf_counter() - started:.1f} s"
         )
         config = work / "s25rbl.toml"
         write_config(config, upstream.free_port(), work / "unused.db")
         text = config.read_text().replace(f'url = "sqlite:///{work / "unused.db"}"', f'url = "{url}"')
-        config.write_text(text)
+        # The policy service on (a free port), so that Figures draws its charts too.
+        config.write_text(text.replace('[policy]\nlisten = ""', '[policy]\nlisten = "127.0.0.1:0"'))
         server = start_server(config, timeout=120)
         try:
             assert server.api is not None
@@ -191,6 +239,27 @@ def main() -> int:
                 ("review: learned, search", "/ui/review/learned?q=10.0.1", ""),
                 ("review: suggestions", "/ui/review/suggestions", "/v1/suggestions?limit=25"),
                 ("review: forbidden", "/ui/review/forbidden", ""),
+                ("review: greylist", "/ui/review/greylist", "/v1/greylist?limit=50"),
+                ("review: greylist, older page", f"/ui/review/greylist?before={args.policy // 2}", ""),
+                (
+                    "review: greylist, a client",
+                    "/ui/review/greylist?q=172.16.1.7",
+                    "/v1/greylist?client=172.16.1.7",
+                ),
+                (
+                    "review: greylist, search",
+                    "/ui/review/greylist?q=news7@",
+                    "/v1/greylist?q=news7@&limit=50",
+                ),
+                ("review: greylist, no match", "/ui/review/greylist?q=no-such-thing", ""),
+                ("review: greylist, waiting", "/ui/review/greylist?status=waiting", ""),
+                ("review: tarpits", "/ui/review/tarpits", "/v1/tarpits?limit=50"),
+                (
+                    "review: tarpits, a client",
+                    "/ui/review/tarpits?q=172.16.1.7",
+                    "/v1/tarpits?client=172.16.1.7",
+                ),
+                ("review: tarpits, abandoned", "/ui/review/tarpits?status=abandoned", ""),
                 ("explain: learned address", "/ui/explain?q=10.0.0.7", "/v1/check/10.0.0.7"),
                 ("explain: hostname", "/ui/explain?q=p1234-ipad12.tokyo.ocn.ne.jp", ""),
                 ("lists", "/ui/lists", "/v1/entries?limit=50"),

@@ -51,7 +51,7 @@ from s25rbl.service.starter import offer_starter
 from s25rbl.store.db import Store, migrate
 from s25rbl.ui import mount_ui
 from s25rbl.ui.context import UiContext
-from s25rbl.ui.history import History, snapshot_counters
+from s25rbl.ui.history import History, policy_counters, snapshot_counters
 from s25rbl.ui.sessions import Sessions
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
@@ -325,6 +325,9 @@ def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], S
     """The operator's page of a full node: its sessions, and its figures from the node's counters."""
     ui = settings.ui
     history = History([lambda: snapshot_counters(counters())], size=ui.history, interval=ui.sample_interval)
+    policy = api.policy
+    if policy is not None:  # the tarpits' and greylists' charts
+        history.add_source(lambda: policy_counters(policy.counters))
     return UiContext(api, ui, Sessions(ui.session_idle, ui.session_lifetime), history)
 
 

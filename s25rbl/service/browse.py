@@ -12,7 +12,17 @@ from s25rbl.lists.values import EntryKind, EntrySource, ListName
 from s25rbl.store.browse import BrowseRepository, Page
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter
-from s25rbl.store.models import AuditEvent, Entry, LearnBlock, Report, Suggestion
+from s25rbl.store.models import (
+    AuditEvent,
+    Entry,
+    GreylistTriplet,
+    LearnBlock,
+    PolicyPass,
+    Report,
+    Suggestion,
+    TarpitRecord,
+)
+from s25rbl.store.policy_browse import PolicyBrowseRepository, TarpitSearch, TripletSearch
 
 LEARNED = EntryFilter(
     list=ListName.WHITE, kind=EntryKind.IP, source=EntrySource.LEARNED, include_expired=False
@@ -21,10 +31,13 @@ LEARNED = EntryFilter(
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """The newest reports of a learned address, and how many there are in all."""
+    """The newest reports of a learned address and how many there are in all; the same of
+    the policy service's passes (tarpits survived, greylists passed)."""
 
     reports: Sequence[Report]
     total: int
+    passes: Sequence[PolicyPass] = ()
+    passes_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +64,43 @@ class Browse:
     async def learned(
         self, *, text: str | None, before_id: int | None, limit: int, per_address: int
     ) -> tuple[Page[Entry], dict[int, Evidence]]:
-        """Learned addresses newest first, each with its newest ``per_address`` reports."""
+        """Learned addresses newest first, each with its newest ``per_address`` reports and
+        policy passes."""
         flt = EntryFilter(
             list=LEARNED.list, kind=LEARNED.kind, source=LEARNED.source, text=text, include_expired=False
         )
         async with self._store.transaction() as session:
-            repo = BrowseRepository(session)
+            repo, policy = BrowseRepository(session), PolicyBrowseRepository(session)
             page = await repo.entries(flt, self._clock.now(), before_id=before_id, limit=limit)
             ips = [e.value for e in page.rows]
             reports = await repo.reports_for(ips, per_address)
             counts = await repo.report_counts(ips)
-        evidence = {e.id: Evidence(reports.get(e.value, []), counts.get(e.value, 0)) for e in page.rows}
+            passes = await policy.passes_for(ips, per_address)
+            pass_counts = await policy.pass_counts(ips)
+        evidence = {
+            e.id: Evidence(
+                reports.get(e.value, []),
+                counts.get(e.value, 0),
+                passes.get(e.value, []),
+                pass_counts.get(e.value, 0),
+            )
+            for e in page.rows
+        }
         return page, evidence
+
+    async def greylist(
+        self, search: TripletSearch, *, before_id: int | None, limit: int
+    ) -> tuple[Page[GreylistTriplet], dict[str, str]]:
+        """Greylisted triplets newest first, and the names the policy saw for their addresses."""
+        async with self._store.transaction() as session:
+            repo = PolicyBrowseRepository(session)
+            page = await repo.triplets(search, before_id=before_id, limit=limit)
+            return page, await repo.names([t.client_ip for t in page.rows])
+
+    async def tarpits(self, search: TarpitSearch, *, before_id: int | None, limit: int) -> Page[TarpitRecord]:
+        """Tarpitted sessions newest first."""
+        async with self._store.transaction() as session:
+            return await PolicyBrowseRepository(session).tarpits(search, before_id=before_id, limit=limit)
 
     async def forbidden(self, *, text: str | None, limit: int) -> Sequence[LearnBlock]:
         async with self._store.transaction() as session:

@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.store.entries import EntryFilter, contains_text, filtered
-from s25rbl.store.models import AuditEvent, Entry, LearnBlock, Report, Suggestion
+from s25rbl.store.models import AuditEvent, Entry, LearnBlock, PolicyPass, Report, Suggestion, TarpitRecord
 
 T = TypeVar("T")
 # Rows a text search reads per page: ILIKE on PostgreSQL costs several times SQLite's LIKE a row.
@@ -157,8 +157,9 @@ class BrowseRepository:
     async def per_bucket(self, what: str, edges: Sequence[datetime]) -> list[int]:
         """How many rows of ``what`` fall in each [edges[i], edges[i + 1]).
 
-        ``what``: ``learned`` (audit events of addresses learned) or ``reports`` (reports, by
-        the time of the attempt). One statement of one indexed range count per bucket: each
+        ``what``: ``learned`` (audit events of addresses learned), ``reports`` (reports, by
+        the time of the attempt), ``tarpits`` (tarpitted sessions, by their start) or
+        ``passes`` (the policy service's passes). One statement of one indexed range count per bucket: each
         reads only its own slice of the index, where a CASE per bucket would evaluate every
         CASE on every row of the whole range (30 buckets of 100,000 rows: a second).
         """
@@ -167,6 +168,10 @@ class BrowseRepository:
             model, column, where = AuditEvent, AuditEvent.at, [AuditEvent.action == "learned"]
         elif what == "reports":
             model, column, where = Report, Report.reported_at, []
+        elif what == "tarpits":
+            model, column, where = TarpitRecord, TarpitRecord.started_at, []
+        elif what == "passes":
+            model, column, where = PolicyPass, PolicyPass.at, []
         else:
             raise ValueError(f"unknown series {what!r}")
         if len(edges) < 2:

@@ -13,7 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from s25rbl.ui import audit, auth, explain, figures, lists, review
+from s25rbl.ui import audit, auth, explain, figures, lists, policy, review
 from s25rbl.ui.base import ui_middleware
 from s25rbl.ui.context import UI, UiContext
 
@@ -39,7 +39,7 @@ def create_ui(context: UiContext) -> web.Application:
         lstrip_blocks=True,
     )
     env.filters["when"] = _when
-    for module in (auth, review, explain, lists, figures, audit):
+    for module in (auth, review, policy, explain, lists, figures, audit):
         module.setup(app)
     app.router.add_static("/static/", STATIC_DIR, name="static")
 

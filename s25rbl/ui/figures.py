@@ -19,7 +19,14 @@ WINDOWS = (("1h", 3600), ("6h", 6 * 3600), ("24h", 86400))
 ZONES = (("blocklist", "Blocklist zone"), ("whitelist", "Whitelist zone"), ("hostname", "Hostname zone"))
 # Charts of counters other parts add as sources (series named ``<prefix><what>``): shown once
 # such a series exists. The policy service's counters are ``policy:<what>``.
-EXTRA_CHARTS: list[tuple[str, str]] = [("policy:", "Tarpits and greylists per minute")]
+EXTRA_CHARTS: list[tuple[str, str]] = [
+    ("policy:tarpit_", "Policy service: tarpitted sessions per minute by outcome"),
+    ("policy:greylist_", "Policy service: greylisted attempts per minute by outcome"),
+]
+POLICY_STORE = (
+    ("tarpits", "Tarpitted sessions", "Tarpits per hour"),
+    ("passes", "Policy passes (tarpits survived, greylists passed)", "Passes per hour"),
+)
 LEARNED_DAYS = 30
 REPORT_HOURS = 48
 
@@ -131,6 +138,20 @@ async def figures(request: web.Request) -> web.StreamResponse:
             ),
         ),
     ]
+    if ui.api.policy is not None:  # the policy service's state, on every node's store
+        for what, title, label in POLICY_STORE:
+            hours = await browse.per_bucket(what, bucket=timedelta(hours=1), count=REPORT_HOURS)
+            store_charts.append(
+                (
+                    f"{title} per hour, last {REPORT_HOURS} hours",
+                    bar_chart(
+                        label,
+                        [e.strftime("%m-%d %H:00") for e in hours.edges[:-1]],
+                        list(hours.counts),
+                        unit="/h",
+                    ),
+                )
+            )
     counters = ui.api.counters()
     totals: dict[str, int] = {}
     for (zone, _result, _step), count in counters.queries.items():

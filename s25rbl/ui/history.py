@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from s25rbl.node.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, Snapshot
+from s25rbl.policy.counters import GREYLIST_OUTCOMES, TARPIT_OUTCOMES, PolicyCounters
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ def snapshot_counters(snap: Snapshot) -> dict[str, float]:
     for i, count in enumerate(buckets):
         out[f"latency:le{i}"] = count
     out["latency:sum"] = total
+    return out
+
+
+def policy_counters(counters: PolicyCounters) -> dict[str, float]:
+    """The policy service's counters as cumulative series: ``policy:tarpit_<outcome>`` (started,
+    survived, delivered, abandoned) and ``policy:greylist_<outcome>`` (deferred, passed)."""
+    out: dict[str, float] = {f"policy:tarpit_{o}": counters.tarpits[o] for o in TARPIT_OUTCOMES}
+    out.update({f"policy:greylist_{o}": counters.greylist[o] for o in GREYLIST_OUTCOMES})
     return out
 
 

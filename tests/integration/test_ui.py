@@ -21,6 +21,8 @@ PAGES = [
     "/ui/review/learned",
     "/ui/review/suggestions",
     "/ui/review/forbidden",
+    "/ui/review/greylist",
+    "/ui/review/tarpits",
     "/ui/explain",
     "/ui/explain?q=203.0.113.7",
     "/ui/lists",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ PAGES = [
     ("review-learned", "/ui/review/learned"),
     ("review-suggestions", "/ui/review/suggestions?status=all"),
     ("review-forbidden", "/ui/review/forbidden"),
+    ("review-greylist", "/ui/review/greylist"),
+    ("review-tarpits", "/ui/review/tarpits"),
     ("explain", f"/ui/explain?q={EXPLAIN[0]}"),
     ("lists", "/ui/lists"),
     ("import", "/ui/import"),
@@ -343,6 +346,7 @@ def test_figures_draw_charts_from_the_nodes_own_counters(page: Any, lab: Lab) ->
     signed_in_as(page, lab, "ops")
     for ip in (LEARN[0], EXPLAIN[0], "203.0.113.7"):
         lab.answer(ip)
+    time.sleep(1.5)  # a sample of the counters after those queries (ui.sample_interval 1 s)
     page.get(f"{lab.base}/ui/figures")
     captions = [c.text for c in page.find_elements("css selector", "figcaption")]
     assert "Blocklist zone: queries per minute by answer" in captions
