@@ -150,7 +150,10 @@ def main() -> int:
             for label, perfs in results.items():
                 top = max(p.qps for p in perfs)
                 cpu = min(p.cpu_per_answer for p in perfs)
-                print(f"  {label:26} {top:>9,.0f} q/s  ({top / base:.2f} x 1 worker); {cpu * 1e6:.2f} µs CPU per answer")
+                print(
+                    f"  {label:26} {top:>9,.0f} q/s  ({top / base:.2f} x 1 worker); "
+                    f"{cpu * 1e6:.2f} µs CPU per answer"
+                )
         except KeyboardInterrupt:
             print("\ninterrupted; cleaning up", file=sys.stderr)
             return 130
