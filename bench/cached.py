@@ -1,6 +1,7 @@
 """Cached answers, s25rbl against rbldnsd in one run: the same addresses, the same questions.
 
 Usage: .venv/bin/python bench/cached.py [--quick] [--addresses N] [--pairs P] [--duration S]
+       [--udp-batch N] [--bulk-insert]
 
 1. Generates N listed addresses (default 100,000) and N unlisted ones in 100.64.0.0/10, and a
    dnsperf file of 2N questions (default 200,000: half on listed addresses, 90 % A / 10 % TXT,
@@ -15,8 +16,13 @@ Usage: .venv/bin/python bench/cached.py [--quick] [--addresses N] [--pairs P] [-
    checks that both give the same answers on a sample, then runs dnsperf against each
    alternately, A B A B (``--pairs``, default 3), each server pinned to cpu 1 and dnsperf to
    cpu 0: ``dnsperf -c 10 -q 150 -l 20 -v`` (every query's latency, hence p99).
-5. Prints queries/s, mean/p50/p99/max latency, loss and the server's CPU share for each run,
-   the s25rbl/rbldnsd ratio per pair, and the median ratio.
+5. Prints queries/s, mean/p50/p99/max latency, loss, the server's CPU share and its CPU
+   seconds per answer (utime + stime from /proc over dnsperf's run, divided by the answers
+   dnsperf received) for each run; per pair and as medians, the s25rbl/rbldnsd throughput
+   ratio and the ratio by CPU (rbldnsd's CPU per answer / s25rbl's: 1.0 means an answer costs
+   s25rbl as much CPU as rbldnsd, 0.5 twice as much). dnsperf's own core often sets the
+   throughput of both; the CPU per answer is what each server costs, and is far less
+   sensitive to a busy machine.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ def main() -> int:
     parser.add_argument("--inflight", type=int, default=150, help="dnsperf -q (default 150)")
     parser.add_argument("--no-latencies", action="store_true", help="run dnsperf without -v")
     parser.add_argument(
+        "--udp-batch", type=int, help="s25rbl's dns.udp_batch (default: its own, 64; 0: recvfrom/sendto)"
+    )
+    parser.add_argument(
         "--bulk-insert", action="store_true", help="fill the store with one INSERT, not `s25rbl import`"
     )
     args = parser.parse_args()
@@ -54,7 +63,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     with tempfile.TemporaryDirectory(prefix="s25rbl-cached-") as tmp:
-        rig = Rig(Path(tmp), count, inflight=args.inflight, cli_import=not args.bulk_insert)
+        extra = "" if args.udp_batch is None else f"udp_batch = {args.udp_batch}"
+        rig = Rig(Path(tmp), count, inflight=args.inflight, cli_import=not args.bulk_insert, dns_extra=extra)
         try:
             rig.start()
             print(
@@ -63,6 +73,7 @@ def main() -> int:
                 flush=True,
             )
             ratios: list[float] = []
+            cpu_ratios: list[float] = []
             runs: list[tuple[Perf, Perf]] = []
             for n in range(1, pairs + 1):
                 a = rig.perf(
@@ -77,8 +88,15 @@ def main() -> int:
                 print(b.line(), flush=True)
                 ratio = a.qps / max(b.qps, 1e-9)
                 ratios.append(ratio)
+                cpu_ratio = b.cpu_per_answer / max(a.cpu_per_answer, 1e-12)
+                cpu_ratios.append(cpu_ratio)
                 runs.append((a, b))
-                print(f"pair {n} ratio s25rbl/rbldnsd: {ratio:.2f}", flush=True)
+                print(
+                    f"pair {n} ratio s25rbl/rbldnsd: {ratio:.2f}; CPU per answer: s25rbl "
+                    f"{a.cpu_per_answer * 1e6:.2f} µs, rbldnsd {b.cpu_per_answer * 1e6:.2f} µs; "
+                    f"ratio by CPU: {cpu_ratio:.2f}",
+                    flush=True,
+                )
             print(
                 f"\nratio per pair: {', '.join(f'{r:.2f}' for r in ratios)}; "
                 f"median ratio s25rbl/rbldnsd: {statistics.median(ratios):.2f}"
@@ -87,6 +105,13 @@ def main() -> int:
                 "median queries/s: s25rbl "
                 f"{statistics.median(a.qps for a, _ in runs):,.0f}, rbldnsd "
                 f"{statistics.median(b.qps for _, b in runs):,.0f}"
+            )
+            print(
+                "median CPU seconds per answer: s25rbl "
+                f"{statistics.median(a.cpu_per_answer for a, _ in runs) * 1e6:.2f} µs, rbldnsd "
+                f"{statistics.median(b.cpu_per_answer for _, b in runs) * 1e6:.2f} µs; "
+                f"ratio by CPU per pair: {', '.join(f'{r:.2f}' for r in cpu_ratios)}; "
+                f"median ratio by CPU (rbldnsd/s25rbl): {statistics.median(cpu_ratios):.2f}"
             )
         except KeyboardInterrupt:
             print("\ninterrupted; cleaning up", file=sys.stderr)

@@ -161,6 +161,7 @@ class Perf:
     latencies: list[float] = field(default_factory=list)
     rcodes: dict[str, int] = field(default_factory=dict)
     server_cpu: float = 0.0  # share of one core while dnsperf ran
+    server_cpu_seconds: float = 0.0  # the server's utime + stime over the same window
     raw: str = ""
 
     @property
@@ -175,6 +176,15 @@ class Perf:
     def sent(self) -> int:
         return int(self.stats.get("sent", 0))
 
+    @property
+    def completed(self) -> int:
+        return int(self.stats.get("completed", 0))
+
+    @property
+    def cpu_per_answer(self) -> float:
+        """The server's CPU seconds per answer dnsperf received (0 if none was)."""
+        return self.server_cpu_seconds / self.completed if self.completed else 0.0
+
     def p(self, q: float) -> float:
         return percentile(self.latencies, q)
 
@@ -188,7 +198,7 @@ class Perf:
         return (
             f"{self.label}: {self.qps:>9,.0f} q/s  mean {st.get('avg', 0) * 1e3:6.3f} ms  {spread}"
             f"max {st.get('max', 0) * 1e3:7.2f} ms  lost {self.lost}/{self.sent} ({loss:.3%})  "
-            f"server cpu {self.server_cpu:.0%}"
+            f"server cpu {self.server_cpu:.0%} = {self.cpu_per_answer * 1e6:.2f} µs/answer"
         )
 
 
@@ -237,7 +247,8 @@ def dnsperf(
     perf = Perf(label)
     wall = time.monotonic() - t0
     if server_pid:
-        perf.server_cpu = (upstream.cpu_seconds(server_pid) - cpu0) / max(wall, 1e-9)
+        perf.server_cpu_seconds = upstream.cpu_seconds(server_pid) - cpu0
+        perf.server_cpu = perf.server_cpu_seconds / max(wall, 1e-9)
     summary: list[str] = []
     with path.open("r", errors="replace") as f:
         for line in f:
@@ -303,6 +314,7 @@ class Rig:
     count: int
     inflight: int = 150
     cli_import: bool = True  # False: bulk insert (same rows, minutes faster for 100,000)
+    dns_extra: str = ""  # lines for s25rbl's [dns] section (``udp_batch = 0``, say)
     data: Data | None = None
     queries: Path | None = None
     server: Server | None = None
@@ -326,7 +338,7 @@ class Rig:
             f"generated in {time.monotonic() - t0:.1f} s"
         )
         config, db = self.work / "s25rbl.toml", self.work / "s25rbl.sqlite"
-        write_config(config, uport, db, rdns_cache=max(200_000, 2 * self.count))
+        write_config(config, uport, db, rdns_cache=max(200_000, 2 * self.count), extra=self.dns_extra)
         t0 = time.monotonic()
         if self.cli_import:
             s25rbl_cli(config, "import", str(black), "--list", "black")

@@ -131,13 +131,15 @@ def main() -> int:
                     c0, t0 = cpu_of(pids), time.monotonic()
                     warm = dnsperf(f"{label}: warm-up {n}", port, queries, server_pid=None, inflight=100,
                                    duration=600, passes=1, verbose=False)  # fmt: skip
-                    warm.server_cpu = (cpu_of(pids) - c0) / (time.monotonic() - t0)
+                    warm.server_cpu_seconds = cpu_of(pids) - c0
+                    warm.server_cpu = warm.server_cpu_seconds / (time.monotonic() - t0)
                     print(f"  {warm.line()}", flush=True)
                 for n in range(1, runs + 1):
                     c0, t0 = cpu_of(pids), time.monotonic()
                     perf = dnsperf(f"{label}: run {n}", port, queries, server_pid=None, duration=duration,
                                    verbose=False)  # fmt: skip
-                    perf.server_cpu = (cpu_of(pids) - c0) / (time.monotonic() - t0)
+                    perf.server_cpu_seconds = cpu_of(pids) - c0
+                    perf.server_cpu = perf.server_cpu_seconds / (time.monotonic() - t0)
                     results.setdefault(label, []).append(perf)
                     print(perf.line(), flush=True)
                 for w in workers:
@@ -147,7 +149,11 @@ def main() -> int:
             base = max(p.qps for p in results[next(iter(LAYOUTS))])
             for label, perfs in results.items():
                 top = max(p.qps for p in perfs)
-                print(f"  {label:26} {top:>9,.0f} q/s  ({top / base:.2f} x 1 worker)")
+                cpu = min(p.cpu_per_answer for p in perfs)
+                print(
+                    f"  {label:26} {top:>9,.0f} q/s  ({top / base:.2f} x 1 worker); "
+                    f"{cpu * 1e6:.2f} µs CPU per answer"
+                )
         except KeyboardInterrupt:
             print("\ninterrupted; cleaning up", file=sys.stderr)
             return 130

@@ -140,11 +140,44 @@ class AnswerCache:
 
     def answer(self, data: bytes, tcp: bool) -> bytes | None:
         """The stored reply to this request with its ID and question, or None."""
-        # request_key with fewer checks: this is the whole work of a repeated question. A key
-        # is found only if a request equal to this one in every keyed octet was stored, and
-        # only requests that passed request_key's checks are.
+        lists = self._lists()
+        if lists is not self._snapshot:
+            self.clear(lists)
+            return None
+        entries = self._entries
+        # Most questions come with a lower-case name and no EDNS options: then the request
+        # past its ID is its key as it is. (A stored key's name is lower-case and ends at its
+        # first zero octet, so a request equal to it past the ID has that key too.)
+        # (QR, opcode, AA or TC set: never stored, and past the ID such a request could
+        # spell a TCP key, whose first octet is 0xff.)
+        entry = entries.get(data[2:]) if not tcp and data[2:3] < b"\x02" else None
+        if entry is not None:
+            key = None
+        else:
+            key = self._key(data, tcp)
+            entry = None if key is None else entries.get(key)
+            if entry is None:
+                if key is not None:
+                    self.misses += 1
+                return None
+        (header, rest, count), expires, entry_id = entry
+        if expires is not INF and expires <= self._monotonic():
+            self._drop(data[2:] if key is None else key)
+            self.expired += 1
+            return None
+        self.hits += 1
+        self._counts[count] += 1
+        if entry_id is not None:
+            self._hit_entry(entry_id)
+        return b"".join((data[:2], header, data[12 : data.find(0, 12) + 5], rest))
+
+    @staticmethod
+    def _key(data: bytes, tcp: bool) -> bytes | None:
+        """The key to look for: ``request_key``'s with fewer checks (a key is found only if
+        a request equal to this one in every keyed octet was stored, and only requests that
+        passed request_key's checks are); None if none can be."""
         end = data.find(0, 12)
-        if end < 0:
+        if end < 0 or data[2] & 0xFE:
             return None
         qend = end + 5
         if len(data) <= qend + 11:  # a plain query, or an OPT record without options
@@ -154,26 +187,7 @@ class AnswerCache:
             if with_options is None:
                 return None
             key = with_options
-        if tcp:
-            key = _TCP + key
-        lists = self._lists()
-        if lists is not self._snapshot:
-            self.clear(lists)
-            return None
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        (header, rest, count), expires, entry_id = entry
-        if expires is not INF and expires <= self._monotonic():
-            self._drop(key)
-            self.expired += 1
-            return None
-        self.hits += 1
-        self._counts[count] += 1
-        if entry_id is not None:
-            self._hit_entry(entry_id)
-        return data[:2] + header + data[12:qend] + rest
+        return _TCP + key if tcp else key
 
     def store(
         self,

@@ -94,6 +94,11 @@ class Responder:
             response = cache.answer(data, tcp)
             if response is not None:
                 return response
+        return self.handle_uncached(data, tcp, client)
+
+    def handle_uncached(self, data: bytes, tcp: bool, client: str | None = None) -> Result:
+        """``handle`` past the answer cache, for a caller that asked ``cache.answer`` first
+        (and got None): the UDP reader does, so that a cached answer needs no client address."""
         try:
             request = wire.parse_request(data)
         except Drop:

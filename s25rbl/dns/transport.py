@@ -12,21 +12,27 @@ import functools
 import logging
 import resource
 import socket
+from collections.abc import Awaitable
 from typing import Any
 
 from s25rbl.config import Endpoint
+from s25rbl.dns.batch import BatchUnsupported, UdpBatch
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import SOCKET_BUFFER, TcpConnection, TcpLimits, TcpServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+DEFAULT_UDP_BATCH = 64  # datagrams per recvmmsg/sendmmsg call; below 2: one per recvfrom/sendto
 _FD_RESERVE = 256  # descriptors kept for everything but DNS over TCP: store, upstreams, API
 
 
 class UdpReader:
-    """UDP without a transport: on each readiness event, drain up to ``BURST`` datagrams with
-    ``recvfrom`` and answer each with ``sendto`` on the same socket.
+    """UDP without a transport: on each readiness event, read up to ``BURST`` datagrams and
+    answer each on the same socket, in batches of up to ``batch`` datagrams per system call
+    (``recvmmsg``/``sendmmsg``, ``s25rbl.dns.batch``) where the system has them, else one
+    ``recvfrom`` and one ``sendto`` per datagram (also with ``batch`` below 2, and from the
+    first error that says the batched calls do not work here).
 
     Per datagram this saves the transport's callback and bookkeeping, which on a cache hit is
     most of the work left in Python. A reply the socket cannot take at once (send buffer
@@ -35,13 +41,40 @@ class UdpReader:
 
     BURST = 64
 
-    def __init__(self, sock: socket.socket, responder: Responder) -> None:
+    def __init__(self, sock: socket.socket, responder: Responder, batch: int = DEFAULT_UDP_BATCH) -> None:
         self._sock = sock
         self._responder = responder
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Future[Any]] = set()
-        self.dropped = 0
-        self._loop.add_reader(sock.fileno(), self._readable)
+        self._dropped = 0
+        self._batch = UdpBatch.create(sock, batch)
+        self._loop.add_reader(
+            sock.fileno(), self._readable if self._batch is None else self._readable_batched
+        )
+
+    @property
+    def batched(self) -> bool:
+        """Whether datagrams are read and answered in batches (now)."""
+        return self._batch is not None
+
+    @property
+    def dropped(self) -> int:
+        """Answers the socket did not take (send buffer full, or an error sending)."""
+        return self._dropped + (self._batch.dropped if self._batch is not None else 0)
+
+    def _readable_batched(self) -> None:
+        assert self._batch is not None
+        try:
+            cache = self._responder.cache
+            cached = None if cache is None else cache.answer
+            self._batch.serve(cached, self._responder.handle_uncached, self._later)
+        except BatchUnsupported as exc:
+            log.warning("batched UDP failed (%s): one datagram per system call from now on", exc)
+            self._dropped += self._batch.dropped
+            self._batch.close()
+            self._batch = None
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.add_reader(self._sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         recvfrom, sendto, handle = self._sock.recvfrom, self._sock.sendto, self._responder.handle
@@ -59,11 +92,14 @@ class UdpReader:
                 try:
                     sendto(result, addr)
                 except OSError:
-                    self.dropped += 1
+                    self._dropped += 1
                 continue
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, addr=addr))
+            self._later(result, addr)
+
+    def _later(self, result: Awaitable[bytes | None], addr: Any) -> None:
+        task = asyncio.ensure_future(result)
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, addr=addr))
 
     def _done(self, task: asyncio.Future[bytes | None], *, addr: Any) -> None:
         self._tasks.discard(task)
@@ -74,12 +110,16 @@ class UdpReader:
             try:
                 self._sock.sendto(response, addr)
             except OSError:
-                self.dropped += 1
+                self._dropped += 1
 
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         self._loop.remove_reader(self._sock.fileno())
+        if self._batch is not None:
+            self._dropped += self._batch.dropped
+            self._batch.close()
+            self._batch = None
         self._sock.close()
 
 
@@ -159,11 +199,13 @@ class Listeners:
         endpoints: tuple[Endpoint, ...],
         tcp: TcpLimits | None = None,
         udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER,
+        udp_batch: int = DEFAULT_UDP_BATCH,
     ) -> None:
         self._responder = responder
         self._endpoints = endpoints
         self._tcp_limits = tcp or TcpLimits()
         self._udp_receive_buffer = udp_receive_buffer
+        self._udp_batch = udp_batch
         self.tcp: TcpServer | None = None
         self._udp: list[UdpReader] = []
         self._servers: list[asyncio.base_events.Server] = []
@@ -198,7 +240,7 @@ class Listeners:
                     self._udp_receive_buffer,
                     "" if granted >= self._udp_receive_buffer else " (raise net.core.rmem_max)",
                 )
-            self._udp.append(UdpReader(udp_sock, self._responder))
+            self._udp.append(UdpReader(udp_sock, self._responder, self._udp_batch))
             server = await loop.create_server(lambda: TcpConnection(tcp), sock=tcp_sock, backlog=512)
             self._servers.append(server)
             self.bound.append(Endpoint(endpoint.host, port))
@@ -214,3 +256,8 @@ class Listeners:
             await server.wait_closed()
         self._udp.clear()
         self._servers.clear()
+
+    @property
+    def udp(self) -> list[UdpReader]:
+        """The UDP readers, one per bound address."""
+        return list(self._udp)

@@ -14,7 +14,9 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Select,
+    Table,
     and_,
+    bindparam,
     case,
     delete,
     insert,
@@ -292,18 +294,29 @@ class EntryRepository:
 
         Does not move the version: neither changes an answer now.
         """
-        for entry_id, (count, last) in hits.items():
-            values: dict[str, object] = {"hit_count": Entry.hit_count + count, "last_hit_at": last}
-            if learned_lifetime is not None:
-                renewed = last + learned_lifetime
-                values["expires_at"] = case(
-                    (
-                        and_(Entry.source == EntrySource.LEARNED, Entry.expires_at < renewed),
-                        renewed,
-                    ),
-                    else_=Entry.expires_at,
-                )
-            await self.session.execute(update(Entry).where(Entry.id == entry_id).values(**values))
+        if not hits:
+            return
+        table = cast(Table, Entry.__table__)
+        when = table.c.last_hit_at.type
+        values: dict[str, Any] = {
+            "hit_count": table.c.hit_count + bindparam("b_count"),
+            "last_hit_at": bindparam("b_last", type_=when),
+        }
+        if learned_lifetime is not None:
+            renewed = bindparam("b_renewed", type_=when)
+            values["expires_at"] = case(
+                (and_(table.c.source == EntrySource.LEARNED, table.c.expires_at < renewed), renewed),
+                else_=table.c.expires_at,
+            )
+        # One statement for the whole batch (executemany): a statement per entry cost more
+        # CPU than the answers that made the hits, with thousands of entries hit per batch.
+        statement = update(table).where(table.c.id == bindparam("b_id")).values(**values)
+        rows = [
+            {"b_id": entry_id, "b_count": count, "b_last": last}
+            | ({} if learned_lifetime is None else {"b_renewed": last + learned_lifetime})
+            for entry_id, (count, last) in hits.items()
+        ]
+        await self.session.execute(statement, rows)
 
     async def bump_version(self, now: datetime) -> None:
         await self.session.execute(

@@ -114,6 +114,8 @@ def test_cached(runs: dict[str, Run]) -> None:
     assert "same answers (rcode, A, TXT) from both on" in out
     assert "pair 1 s25rbl" in out and "pair 1 rbldnsd" in out
     assert "median ratio s25rbl/rbldnsd:" in out
+    assert "ratio by CPU:" in out and "µs/answer" in out
+    assert "median CPU seconds per answer: s25rbl" in out and "median ratio by CPU (rbldnsd/s25rbl):" in out
 
 
 def test_fixed_rate(runs: dict[str, Run]) -> None:

@@ -167,6 +167,13 @@ def test_dns_abuse_limits_are_settings() -> None:
     assert s.dns.udp_receive_buffer == 8 << 20
 
 
+def test_udp_batching_is_on_by_default_and_can_be_turned_off() -> None:
+    assert load_settings(environ=BASE).dns.udp_batch == 64
+    assert load_settings(environ={**BASE, "S25RBL_DNS__UDP_BATCH": "0"}).dns.udp_batch == 0
+    with pytest.raises(ConfigError, match="udp_batch"):
+        load_settings(environ={**BASE, "S25RBL_DNS__UDP_BATCH": "5000"})
+
+
 # --- [policy] ----------------------------------------------------------------------------
 
 

@@ -147,6 +147,30 @@ async def test_question_case_is_echoed_from_the_request_dns_0x20() -> None:
     assert reply == await Node(cache_size=0).ask(packet(mixed, qid=42))
 
 
+async def test_a_mixed_case_question_stored_first_is_found_in_lower_case_too() -> None:
+    """Keys hold the name lower-cased: a lower-case request finds the entry by its own bytes,
+    a mixed-case one by the lower-cased key; both get the answer built for them."""
+    node = Node()
+    mixed = rev(LISTED).replace("bl.example", "Bl.Example")
+    await node.ask(packet(mixed, qid=1))
+    lower = await node.ask(packet(rev(LISTED), qid=2))
+    again = await node.ask(packet(mixed, qid=3))
+    assert node.cache_hits == 2
+    assert lower == await Node(cache_size=0).ask(packet(rev(LISTED), qid=2))
+    assert again == await Node(cache_size=0).ask(packet(mixed, qid=3))
+
+
+async def test_a_udp_request_never_finds_a_tcp_answer_by_its_bytes() -> None:
+    """A TCP entry's key starts with 0xff: a UDP request whose octets after the ID spell that
+    key (flags 0xff..: never a query) gets no stored answer."""
+    node = Node()
+    tcp_request = packet(rev(LISTED), qid=5)
+    await node.ask(tcp_request, tcp=True)
+    assert node.responder.cache is not None
+    forged = b"\x00\x05\xff" + tcp_request[2:]
+    assert node.responder.cache.answer(forged, False) is None
+
+
 async def test_transport_edns_and_do_bit_are_keyed_apart() -> None:
     node = Node()
     name = rev(LISTED)
