@@ -69,6 +69,11 @@ class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
 
 
+class StoreMissing(StoreUnavailable):
+    """No store where the configuration points (no SQLite file, no schema): only ``serve`` and
+    ``migrate`` create one."""
+
+
 class ReportsLimited(S25rblError):
     """A reporter sent more reports than ``learning.reports_per_minute`` allows: nothing of the
     batch was taken; send it again after ``retry_after`` seconds."""

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration: --config FILE or S25RBL_CONFIG, every key overridable as "
         "S25RBL_<SECTION>__<KEY> (e.g. S25RBL_DNS__ZONE=bl.example.org).",
     )
-    parser.add_argument("--config", "-c", help="TOML configuration file (default: $S25RBL_CONFIG)")
+    _global_options(parser, None)
     parser.add_argument("--version", action="version", version=f"s25rbl {__version__}")
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
@@ -153,7 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", help="revoke a token by name")
     p.add_argument("name")
     p.set_defaults(func=cmd_token_revoke)
+    for command in commands(parser):
+        _global_options(command, argparse.SUPPRESS)
     return parser
+
+
+CONFIG_HELP = (
+    "TOML configuration file (default: $S25RBL_CONFIG, else /etc/s25rbl/s25rbl.toml when it "
+    "exists, else built-in defaults)"
+)
+
+
+def _global_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """The options every command takes, before or after its name: on a subcommand they default
+    to SUPPRESS, so one given before the name is not reset by the subcommand's own default."""
+    parser.add_argument("--config", "-c", metavar="FILE", default=default, help=CONFIG_HELP)
+
+
+def commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser below ``parser``, depth first (``entries``, ``entries add``, ...)."""
+    found: list[argparse.ArgumentParser] = []
+    for sub in subcommands(parser).values():
+        found.append(sub)
+        found.extend(commands(sub))
+    return found
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
