@@ -35,6 +35,7 @@ from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import TcpLimits
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
+from s25rbl.errors import ListenError
 from s25rbl.jobs.expiry import ExpiryScheduler
 from s25rbl.learning.ingest import MAX_BATCH, Learner
 from s25rbl.learning.judge import EngineJudge
@@ -301,7 +302,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 policy_bound = await policy.start() if policy is not None else None
                 await runner.setup()
                 api = settings.api.listen
-                await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
+                try:
+                    await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
+                except OSError as exc:
+                    raise ListenError("REST API", api.host, api.port, exc) from None
                 bound = runner.addresses
                 api_port = int(bound[0][1]) if bound else api.port
                 if ready is not None and not stop.is_set():

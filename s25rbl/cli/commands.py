@@ -33,6 +33,7 @@ from s25rbl.lists.values import (
     parse_ip,
 )
 from s25rbl.node.runloop import run_loop
+from s25rbl.progress import Progress
 from s25rbl.service import Services
 from s25rbl.service.tokens import parse_scopes
 from s25rbl.store.db import Store, current_revision, describe_store, migrate, resolve_revision
@@ -101,9 +102,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         where = ", ".join(str(e) for e in dns)
         only = " (DNS only)" if api is None else ""
         print(f"s25rbl {__version__} serving DNS (udp+tcp) on {where}{only}", flush=True)
-        print(
-            f"  blocklist zone {settings.dns.zone}, whitelist zone {settings.dns.whitelist_zone}", flush=True
-        )
+        zones = f"  blocklist zone {settings.dns.zone}, whitelist zone {settings.dns.whitelist_zone}"
+        if settings.dns.hostname_zone:
+            zones += f", hostname zone {settings.dns.hostname_zone}"
+        print(zones, flush=True)
         if policy is not None:  # before the API line: test harnesses take that one as "ready"
             mode = settings.policy.mode + (", dry run" if settings.policy.dry_run else "")
             print(f"  policy service on {policy} (mode {mode})", flush=True)
@@ -140,9 +142,13 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         async def up() -> None:
             await (await open_store(settings, SystemClock(), create=True)).close()
 
-        run_loop(up())
+        with Progress("migrate") as progress:
+            progress.step("bringing the store to the newest revision")
+            run_loop(up())
     else:
-        done = migrate(url, args.revision, create_folder=in_default_folder(url))
+        with Progress("migrate") as progress:
+            progress.step(f"moving the store to revision {target or 'base'}")
+            done = migrate(url, args.revision, create_folder=in_default_folder(url))
         print(f"{done} to {target or 'base'}", file=sys.stderr)
     print(f"database at revision {current_revision(url)}")
     _wrote(describe_store(url))
@@ -219,38 +225,59 @@ def cmd_entries_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as fh:
-                text = fh.read()
-    except OSError as exc:
-        print(f"s25rbl: import: {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
-    except UnicodeDecodeError:
-        print(f"s25rbl: import: {args.file}: not UTF-8 text", file=sys.stderr)
-        return 1
-    default_list = ListName(args.list) if args.list else None
-    added, present = _with_backend(
-        settings,
-        args,
-        lambda backend: backend.import_text(text, args.format, default_list, args.creator),
-        writes=True,
-    )
+    with Progress("import") as progress:
+        progress.step(f"reading {args.file}")
+        try:
+            if args.file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.file, encoding="utf-8") as fh:
+                    text = fh.read()
+        except OSError as exc:
+            progress.close()
+            print(f"s25rbl: import: {args.file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        except UnicodeDecodeError:
+            progress.close()
+            print(f"s25rbl: import: {args.file}: not UTF-8 text", file=sys.stderr)
+            return 1
+        default_list = ListName(args.list) if args.list else None
+        progress.step(f"checking and adding {text.count(chr(10)):,} lines")
+        added, present = _with_backend(
+            settings,
+            args,
+            lambda backend: backend.import_text(text, args.format, default_list, args.creator),
+            writes=True,
+        )
     print(f"imported {added} entries from {args.file} ({present} already present)")
     return 0
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     list_ = ListName(args.list) if args.list else None
+    # The output itself shows progress on a terminal; the line is for an export to a file.
+    progress = Progress("export", unit="bytes")
+    progress.enabled = progress.enabled and not sys.stdout.isatty()
 
     async def write(backend: Backend) -> None:
+        written = 0
         async for piece in backend.export(args.format, list_, args.learned):
             sys.stdout.write(piece)
+            written += len(piece)
+            progress.count(written)
+            if args.format == "rbldnsd":
+                _say_left_out(piece)
 
-    _with_backend(settings, args, write)
+    with progress:
+        _with_backend(settings, args, write)
     return 0
+
+
+def _say_left_out(piece: str) -> None:
+    """Repeat on stderr what an rbldnsd export's comments say it left out."""
+    for line in piece.splitlines():
+        if line.startswith("# ") and ("left out" in line):
+            print(f"s25rbl: export: {line[2:]}", file=sys.stderr)
 
 
 # --- tokens --------------------------------------------------------------------------------

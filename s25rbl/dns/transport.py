@@ -17,6 +17,7 @@ from typing import Any
 from s25rbl.config import Endpoint
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import SOCKET_BUFFER, TcpConnection, TcpLimits, TcpServer
+from s25rbl.errors import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,10 @@ def _bind(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool) -> sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((endpoint.host, endpoint.port))
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        proto = "DNS over TCP" if kind == socket.SOCK_STREAM else "DNS over UDP"
+        raise ListenError(proto, endpoint.host, endpoint.port, exc) from None
     return sock
 
 

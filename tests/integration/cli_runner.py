@@ -11,13 +11,11 @@ from pathlib import Path
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def make_cli(home: Path, **env: str) -> Cli:
-    """A runner of ``s25rbl ARGS`` with ``HOME`` at ``home``, no upstream resolver, no starter
-    whitelist, and never the machine's own ``/etc/s25rbl/s25rbl.toml`` (``S25RBL_SYSTEM_CONFIG``
-    points into ``home``); ``env`` adds to that, and each call may add more."""
+def cli_env(home: Path, **env: str) -> dict[str, str]:
+    """The environment of ``make_cli``'s commands."""
     # Only what the child needs; coverage's and the import path's variables pass through.
     passed = {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_") or k == "PYTHONPATH"}
-    base = {
+    return {
         **passed,
         "PATH": "/usr/bin:/bin",
         "HOME": str(home),
@@ -26,6 +24,13 @@ def make_cli(home: Path, **env: str) -> Cli:
         "S25RBL_SYSTEM_CONFIG": str(home / "etc" / "s25rbl.toml"),
         **env,
     }
+
+
+def make_cli(home: Path, **env: str) -> Cli:
+    """A runner of ``s25rbl ARGS`` with ``HOME`` at ``home``, no upstream resolver, no starter
+    whitelist, and never the machine's own ``/etc/s25rbl/s25rbl.toml`` (``S25RBL_SYSTEM_CONFIG``
+    points into ``home``); ``env`` adds to that, and each call may add more."""
+    base = cli_env(home, **env)
 
     def run(
         *args: str, input: str | None = None, timeout: float = 60, **extra: str
