@@ -1,4 +1,5 @@
-"""The ``s25rbl`` command: serve, migrate, check, entries, import, export, report-maillog, token.
+"""The ``s25rbl`` command: serve, migrate, check, entries, import, export, report-maillog, token,
+and its own man page and shell completion (``man``, ``completion``).
 
 Exit status: 0 done, 1 the operation failed (duplicate, not found, store unavailable, bad
 list file), 2 bad usage or configuration.
@@ -31,6 +32,8 @@ def _setup_logging(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "settings_free", False):  # man, completion: the parser is all they need
+        return int(args.func(None, args))
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from s25rbl import __version__
+from s25rbl.cli import manpage
 from s25rbl.cli.commands import (
     cmd_check,
     cmd_entries_add,
@@ -53,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "migrate",
-        help="upgrade the database to the current schema and add the starter whitelist entries "
-        "this release brings (unless lists.builtin_whitelist = false)",
+        help="create or upgrade the store to the current schema and add the starter whitelist "
+        "entries this release brings (unless lists.builtin_whitelist = false)",
     )
     p.add_argument(
-        "--revision", default="head", help="target revision (default: head; any other: the schema only)"
+        "--revision",
+        default="head",
+        metavar="REV",
+        help="move the schema to REV, downgrading when it is older than the store (0001 ... 0007, "
+        "or base: no tables; default: head, with the starter entries; any other: the schema only)",
     )
     p.set_defaults(func=cmd_migrate)
 
@@ -153,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", help="revoke a token by name")
     p.add_argument("name")
     p.set_defaults(func=cmd_token_revoke)
+    manpage.add_parsers(sub, parser)  # after every other command: both walk this parser
     for command in commands(parser):
         _global_options(command, argparse.SUPPRESS)
     return parser
