@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s25rbl",
         description="S25R reputation service: a DNSBL/DNSWL answering S25R verdicts computed on the fly.",
-        epilog="Configuration: --config FILE or S25RBL_CONFIG, every key overridable as "
-        "S25RBL_<SECTION>__<KEY> (e.g. S25RBL_DNS__ZONE=bl.example.org).",
+        epilog="Configuration: --config FILE (before or after the command), else S25RBL_CONFIG, else "
+        "/etc/s25rbl/s25rbl.toml when it exists; every key overridable as S25RBL_<SECTION>__<KEY> "
+        "(e.g. S25RBL_DNS__ZONE=bl.example.org). man s25rbl: every command and option.",
     )
     _global_options(parser, None)
     parser.add_argument("--version", action="version", version=f"s25rbl {__version__}")
