@@ -128,10 +128,9 @@ def _bind(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool) -> sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((endpoint.host, endpoint.port))
         sock.setblocking(False)
-    except OSError as exc:
+    except OSError:
         sock.close()
-        proto = "DNS over TCP" if kind == socket.SOCK_STREAM else "DNS over UDP"
-        raise ListenError(proto, endpoint.host, endpoint.port, exc) from None
+        raise
     return sock
 
 
@@ -141,14 +140,17 @@ def _bind_pair(
     """UDP and TCP on one port. With port 0 the OS picks the UDP port, and the same TCP port may
     be taken already (by an outgoing connection, say): then pick again."""
     for _ in range(attempts if endpoint.port == 0 else 1):
-        udp_sock = _bind(endpoint, socket.SOCK_DGRAM, reuse_port)
+        try:
+            udp_sock = _bind(endpoint, socket.SOCK_DGRAM, reuse_port)
+        except OSError as exc:
+            raise ListenError("DNS over UDP", endpoint.host, endpoint.port, exc) from None
         port = udp_sock.getsockname()[1]
         try:
             return udp_sock, _bind(Endpoint(endpoint.host, port), socket.SOCK_STREAM, reuse_port)
-        except OSError:
+        except OSError as exc:
             udp_sock.close()
             if endpoint.port != 0:
-                raise
+                raise ListenError("DNS over TCP", endpoint.host, endpoint.port, exc) from None
     raise OSError(f"no port free for both UDP and TCP on {endpoint.host} after {attempts} tries")
 
 
