@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 
 from aiohttp import web
@@ -28,12 +30,13 @@ from s25rbl.api.context import ApiContext
 from s25rbl.api.guard import HttpServerLog
 from s25rbl.api.metrics import Metrics
 from s25rbl.clock import Clock, SystemClock
-from s25rbl.config import Endpoint, Settings
+from s25rbl.config import Endpoint, Settings, default_state_dir
 from s25rbl.dns.answers import AnswerSettings
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import TcpLimits
 from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
+from s25rbl.errors import ListenError
 from s25rbl.jobs.expiry import ExpiryScheduler
 from s25rbl.learning.ingest import MAX_BATCH, Learner
 from s25rbl.learning.judge import EngineJudge
@@ -48,7 +51,7 @@ from s25rbl.resolve.client import StubResolver
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
 from s25rbl.service.starter import offer_starter
-from s25rbl.store.db import Store, migrate
+from s25rbl.store.db import Store, migrate, require_schema, sqlite_path
 from s25rbl.ui import mount_ui
 from s25rbl.ui.context import UiContext
 from s25rbl.ui.history import History, policy_counters, snapshot_counters
@@ -129,12 +132,24 @@ def store_connections(settings: Settings) -> int:
     return settings.api.max_concurrent + 7
 
 
-async def open_store(settings: Settings, clock: Clock) -> Store:
+def in_default_folder(url: str) -> bool:
+    """Whether ``url`` is a SQLite file in the default state directory, the one folder s25rbl
+    creates itself (any other must exist: a mistyped path is an error, not a new store)."""
+    path = sqlite_path(url)
+    return path is not None and path.parent == default_state_dir(os.environ)
+
+
+async def open_store(settings: Settings, clock: Clock, *, create: bool = False) -> Store:
     """The store, migrated, with the starter whitelist entries it was never offered (all of them
     on first use, a new release's on upgrade): whichever command opens the store first after an
-    install or an upgrade (``serve``, ``migrate`` or another CLI command) sets it up the same way."""
+    install or an upgrade (``serve``, ``migrate`` or another CLI command) sets it up the same way.
+    Only with ``create`` (``serve``, ``migrate``) may there be no store yet: otherwise a missing
+    SQLite file or an empty database is refused (StoreMissing) rather than set up."""
+    url = settings.database.url
     # Alembic runs its own event loop for the async engine, so it gets a thread.
-    await asyncio.to_thread(migrate, settings.database.url)
+    if not create:
+        await asyncio.to_thread(require_schema, url)
+    await asyncio.to_thread(partial(migrate, url, create_folder=create and in_default_folder(url)))
     store = Store(settings.database.url, connections=store_connections(settings))
     try:
         if settings.lists.builtin_whitelist:
@@ -168,7 +183,7 @@ async def dns_node(settings: Settings, clock: Clock, *, set_up_store: bool) -> A
     """Build a node on the store with its lists loaded. ``set_up_store``: migrate it and load
     the starter whitelist first (the primary); extra workers find it set up already."""
     if set_up_store:
-        store = await open_store(settings, clock)
+        store = await open_store(settings, clock, create=True)
     else:
         store = Store(settings.database.url, connections=store_connections(settings))
     rdns: ReverseLookup | None = None
@@ -288,7 +303,10 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                 policy_bound = await policy.start() if policy is not None else None
                 await runner.setup()
                 api = settings.api.listen
-                await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
+                try:
+                    await web.TCPSite(runner, api.host, api.port, reuse_address=True).start()
+                except OSError as exc:
+                    raise ListenError("REST API", api.host, api.port, exc) from None
                 bound = runner.addresses
                 api_port = int(bound[0][1]) if bound else api.port
                 settle_collector()

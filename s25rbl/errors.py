@@ -6,6 +6,8 @@ failed, 2 bad usage or configuration.
 
 from __future__ import annotations
 
+import os
+
 
 class S25rblError(Exception):
     """Base class of every error s25rbl raises on purpose."""
@@ -67,6 +69,23 @@ class StarterFormatError(S25rblError):
 
 class StoreUnavailable(S25rblError):
     """The database cannot be reached or used."""
+
+
+class ListenError(S25rblError):
+    """A listening socket cannot be opened: the message names the service, protocol, address
+    and port, and the system's reason (``Address already in use``)."""
+
+    def __init__(self, what: str, host: str, port: int, exc: OSError) -> None:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # asyncio's servers wrap the system's reason in their own words: say the system's.
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        super().__init__(f"cannot listen on {where} ({what}): {reason}")
+        self.errno = exc.errno
+
+
+class StoreMissing(StoreUnavailable):
+    """No store where the configuration points (no SQLite file, no schema): only ``serve`` and
+    ``migrate`` create one."""
 
 
 class ReportsLimited(S25rblError):

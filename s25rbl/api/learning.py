@@ -52,6 +52,14 @@ async def reports_create(request: web.Request) -> web.Response:
     return web.json_response(result.as_json(), status=202)
 
 
+@requires("report")
+async def report_zones(request: web.Request) -> web.Response:
+    """The zones whose rejections are worth reporting: what a log reporter watches for."""
+    schemas.only_params(request.query, set())
+    dns = context_of(request).settings.dns
+    return web.json_response({"zones": [z for z in (dns.zone, dns.hostname_zone) if z]})
+
+
 @requires("read")
 async def learned_list(request: web.Request) -> web.Response:
     schemas.only_params(request.query, {"cursor", "limit"})
@@ -135,6 +143,7 @@ async def suggestion_reject(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/v1/reports", reports_create)
+    r.add_get("/v1/reports/zones", report_zones)
     r.add_get("/v1/learned", learned_list)
     r.add_get("/v1/forbidden", forbidden_list)
     r.add_delete("/v1/learned/{ip}", learned_delete)

@@ -1,5 +1,6 @@
 """The ``s25rbl`` command: serve, migrate, check, entries, import, export, report-maillog,
-learned, suggestions, audit, token.
+learned, suggestions, audit, token, and its own man page and shell completion (``man``,
+``completion``).
 
 Exit status: 0 done, 1 the operation failed (duplicate, not found, store unavailable, bad
 list file), 2 bad usage or configuration.
@@ -32,6 +33,8 @@ def _setup_logging(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "settings_free", False):  # man, completion: the parser is all they need
+        return int(args.func(None, args))
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -22,7 +22,7 @@ from s25rbl.node.sync import load_index
 from s25rbl.policy.explain import explain as explain_policy
 from s25rbl.service import Services
 from s25rbl.service.views import entry_dict
-from s25rbl.store.db import Store
+from s25rbl.store.db import Store, describe_store
 from s25rbl.store.entries import EntryFilter
 
 IMPORT_TYPES = {"postfix": "text/plain", "csv": "text/csv", "json": "application/json"}
@@ -30,6 +30,8 @@ IMPORT_TYPES = {"postfix": "text/plain", "csv": "text/csv", "json": "application
 
 class Backend(Protocol):
     """What the CLI's list commands need, locally or remotely."""
+
+    where: str  # the store or the API acted on, as a write names it: "wrote to <where>"
 
     async def add_entry(self, spec: EntrySpec, expires: datetime | None, actor: str) -> dict[str, Any]: ...
     async def list_entries(self, flt: EntryFilter) -> list[dict[str, Any]]: ...
@@ -50,6 +52,7 @@ class LocalBackend:
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
         self._store = store
+        self.where = describe_store(store.url)
         self._clock = SystemClock()
         self.services = Services(store, self._clock, settings.learning, policy_settings=settings.policy)
 
@@ -108,6 +111,7 @@ class RemoteBackend:
 
     def __init__(self, api: ApiClient) -> None:
         self._api = api
+        self.where = f"the API at {api.base}"
 
     async def _json(self, method: str, path: str, payload: Any = None) -> Any:
         return await asyncio.to_thread(self._api.json, method, path, payload)

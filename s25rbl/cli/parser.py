@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from s25rbl import __version__
-from s25rbl.cli import review
+from s25rbl.cli import manpage, review
 from s25rbl.cli.commands import (
     cmd_check,
     cmd_entries_add,
@@ -29,10 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s25rbl",
         description="S25R reputation service: a DNSBL/DNSWL answering S25R verdicts computed on the fly.",
-        epilog="Configuration: --config FILE or S25RBL_CONFIG, every key overridable as "
-        "S25RBL_<SECTION>__<KEY> (e.g. S25RBL_DNS__ZONE=bl.example.org).",
+        epilog="Configuration: --config FILE (before or after the command), else S25RBL_CONFIG, else "
+        "/etc/s25rbl/s25rbl.toml when it exists; every key overridable as S25RBL_<SECTION>__<KEY> "
+        "(e.g. S25RBL_DNS__ZONE=bl.example.org). man s25rbl: every command and option.",
     )
-    parser.add_argument("--config", "-c", help="TOML configuration file (default: $S25RBL_CONFIG)")
+    _global_options(parser, None)
     parser.add_argument("--version", action="version", version=f"s25rbl {__version__}")
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
@@ -54,11 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "migrate",
-        help="upgrade the database to the current schema and add the starter whitelist entries "
-        "this release brings (unless lists.builtin_whitelist = false)",
+        help="create or upgrade the store to the current schema and add the starter whitelist "
+        "entries this release brings (unless lists.builtin_whitelist = false)",
     )
     p.add_argument(
-        "--revision", default="head", help="target revision (default: head; any other: the schema only)"
+        "--revision",
+        default="head",
+        metavar="REV",
+        help="move the schema to REV, downgrading when it is older than the store (0001 ... 0007, "
+        "or base: no tables; default: head, with the starter entries; any other: the schema only)",
     )
     p.set_defaults(func=cmd_migrate)
 
@@ -156,7 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", help="revoke a token by name")
     p.add_argument("name")
     p.set_defaults(func=cmd_token_revoke)
+    manpage.add_parsers(sub, parser)  # after every other command: both walk this parser
+    for command in commands(parser):
+        _global_options(command, argparse.SUPPRESS)
     return parser
+
+
+CONFIG_HELP = (
+    "TOML configuration file (default: $S25RBL_CONFIG, else /etc/s25rbl/s25rbl.toml when it "
+    "exists, else built-in defaults)"
+)
+
+
+def _global_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """The options every command takes, before or after its name: on a subcommand they default
+    to SUPPRESS, so one given before the name is not reset by the subcommand's own default."""
+    parser.add_argument("--config", "-c", metavar="FILE", default=default, help=CONFIG_HELP)
+
+
+def commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser below ``parser``, depth first (``entries``, ``entries add``, ...)."""
+    found: list[argparse.ArgumentParser] = []
+    for sub in subcommands(parser).values():
+        found.append(sub)
+        found.extend(commands(sub))
+    return found
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

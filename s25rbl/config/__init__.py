@@ -34,6 +34,8 @@ from s25rbl.errors import ConfigError
 
 ENV_PREFIX = "S25RBL_"
 CONFIG_ENV = "S25RBL_CONFIG"
+SYSTEM_CONFIG = "/etc/s25rbl/s25rbl.toml"  # read when no file is named: the units' configuration
+SYSTEM_CONFIG_ENV = "S25RBL_SYSTEM_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,23 @@ def system_resolvers(path: str = "/etc/resolv.conf") -> tuple[Endpoint, ...]:
     return tuple(found)
 
 
+def config_file(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[str | os.PathLike[str] | None, str]:
+    """The configuration file to read and what named it (for errors): ``--config``, else
+    ``S25RBL_CONFIG``, else the system file ``/etc/s25rbl/s25rbl.toml`` (the one the systemd
+    units read) when it exists, else none: the built-in defaults. ``S25RBL_SYSTEM_CONFIG``
+    moves the system file (for tests and unusual layouts); it is never required to exist."""
+    if path is not None:
+        return path, "--config"
+    if env.get(CONFIG_ENV):
+        return env[CONFIG_ENV], CONFIG_ENV
+    system = env.get(SYSTEM_CONFIG_ENV) or SYSTEM_CONFIG
+    if os.path.isfile(system):
+        return system, system
+    return None, ""
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -301,17 +320,17 @@ def load_settings(
     env = os.environ if environ is None else environ
     raw: dict[str, dict[str, Any]] = {}
     source = "defaults"
-    config_path = path if path is not None else env.get(CONFIG_ENV)
+    config_path, given_by = config_file(path, env)
     if config_path:
         try:
             with open(config_path, "rb") as fh:
                 data = tomllib.load(fh)
         except FileNotFoundError:
-            raise ConfigError("--config", f"{config_path}: no such file") from None
+            raise ConfigError(given_by, f"{config_path}: no such file") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{config_path}: not valid TOML: {exc}") from None
+            raise ConfigError(given_by, f"{config_path}: not valid TOML: {exc}") from None
         except OSError as exc:
-            raise ConfigError("--config", f"{config_path}: {exc.strerror}") from None
+            raise ConfigError(given_by, f"{config_path}: {exc.strerror}") from None
         for section, table in data.items():
             if section not in _PARSERS:
                 known = ", ".join(sorted(_PARSERS))

@@ -19,6 +19,7 @@ from s25rbl.config import Endpoint
 from s25rbl.dns.batch import BatchUnsupported, UdpBatch
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import SOCKET_BUFFER, TcpConnection, TcpLimits, TcpServer
+from s25rbl.errors import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,17 @@ def _bind_pair(
     """UDP and TCP on one port. With port 0 the OS picks the UDP port, and the same TCP port may
     be taken already (by an outgoing connection, say): then pick again."""
     for _ in range(attempts if endpoint.port == 0 else 1):
-        udp_sock = _bind(endpoint, socket.SOCK_DGRAM, reuse_port)
+        try:
+            udp_sock = _bind(endpoint, socket.SOCK_DGRAM, reuse_port)
+        except OSError as exc:
+            raise ListenError("DNS over UDP", endpoint.host, endpoint.port, exc) from None
         port = udp_sock.getsockname()[1]
         try:
             return udp_sock, _bind(Endpoint(endpoint.host, port), socket.SOCK_STREAM, reuse_port)
-        except OSError:
+        except OSError as exc:
             udp_sock.close()
             if endpoint.port != 0:
-                raise
+                raise ListenError("DNS over TCP", endpoint.host, endpoint.port, exc) from None
     raise OSError(f"no port free for both UDP and TCP on {endpoint.host} after {attempts} tries")
 
 

@@ -312,6 +312,7 @@ class Export:
         self.list = (list_ or ListName.BLACK) if fmt == "rbldnsd" else list_
         self._count = 0
         self._skipped = 0
+        self.left_out: dict[EntryKind, int] = {}  # rbldnsd: entries of kinds an ip4set cannot hold
 
     def begin(self) -> str:
         if self.fmt == "postfix":
@@ -319,7 +320,10 @@ class Export:
         if self.fmt == "rbldnsd":
             black = self.list is ListName.BLACK
             code = "127.0.0.3:domain check, be patient" if black else "127.0.0.2:whitelisted"
-            return f"# s25rbl export: rbldnsd ip4set of the {self.list}list\n:{code}\n"
+            head = f"# s25rbl export: rbldnsd ip4set of the {self.list}list\n"
+            if self.left_out:
+                head += f"# {left_out_line(self.left_out)}\n"
+            return f"{head}:{code}\n"
         if self.fmt == "csv":
             return "list,kind,value,reason\r\n"
         return "["
@@ -358,6 +362,16 @@ class Export:
         if self.fmt == "json":
             return "\n]\n" if self._count else "]\n"
         return ""
+
+
+LEFT_OUT = "left out: "
+
+
+def left_out_line(counts: dict[EntryKind, int]) -> str:
+    """What an rbldnsd export could not hold, as its head says: ``left out: 3 regex, 1 domain
+    entries (an ip4set holds IP addresses and networks only)``."""
+    kinds = ", ".join(f"{n} {kind.value}" for kind, n in sorted(counts.items(), key=lambda kv: kv[0].value))
+    return f"{LEFT_OUT}{kinds} entries (an ip4set holds IP addresses and networks only)"
 
 
 def _postfix_lines(entry: StoredEntry) -> list[str]:

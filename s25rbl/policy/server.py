@@ -20,7 +20,7 @@ import typing
 from collections.abc import Awaitable, Sequence
 
 from s25rbl.config import Endpoint
-from s25rbl.errors import PolicyRequestError
+from s25rbl.errors import ListenError, PolicyRequestError
 from s25rbl.policy.decide import DUNNO
 from s25rbl.policy.handler import PolicyHandler
 from s25rbl.policy.protocol import MAX_REQUEST, Framer, answer, parse_attributes
@@ -239,13 +239,16 @@ class PolicyServer:
 
     async def start(self) -> Endpoint:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: PolicyConnection(self),
-            host=self.endpoint.host,
-            port=self.endpoint.port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: PolicyConnection(self),
+                host=self.endpoint.host,
+                port=self.endpoint.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+        except OSError as exc:
+            raise ListenError("policy service", self.endpoint.host, self.endpoint.port, exc) from None
         port = int(self._server.sockets[0].getsockname()[1])
         self.bound = Endpoint(self.endpoint.host, port)
         return self.bound

@@ -17,7 +17,8 @@ from typing import Any
 
 from s25rbl.api.client import ApiClient
 from s25rbl.config import Settings, default_state_dir, parse_zone
-from s25rbl.errors import InvalidEntry, ReporterError
+from s25rbl.errors import ApiError, ApiUnreachable, InvalidEntry, ReporterError
+from s25rbl.progress import Progress
 from s25rbl.reporter.logfile import LogFile
 from s25rbl.reporter.parse import LineParser
 from s25rbl.reporter.run import MAX_BATCH, Options, Reporter, ReportsClient
@@ -44,7 +45,6 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
     """Add ``report-maillog`` to the CLI's subcommands (``remote_parent`` adds --api/--token)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "report-maillog",
-        parents=[remote_parent],
         help="send the temporary rejections by our zones in a Postfix log to the API (learning)",
         description="Reads a Postfix mail log and sends each 4xx rejection caused by one of our zones "
         '(Postfix\'s DNSBL reply: "Service unavailable; CLASS [WHAT] blocked using ZONE") '
@@ -56,6 +56,13 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
     p.add_argument(
         "path", metavar="PATH", help="the mail log, e.g. /var/log/mail.log, or - for standard input"
     )
+    p.add_argument(
+        "--api",
+        metavar="URL",
+        help="the s25rbl API to send the reports to (default: $S25RBL_API_URL, else "
+        "http://<api.listen> of the configuration)",
+    )
+    p.add_argument("--token", help="API token with scope 'report' (or S25RBL_API_TOKEN)")
     p.add_argument(
         "--follow",
         "-f",
@@ -80,7 +87,8 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
         "--zone",
         action="append",
         metavar="ZONE",
-        help="report rejections by this zone (repeatable; default: dns.zone and dns.hostname_zone)",
+        help="report rejections by this zone (repeatable; default: the zones the API's server "
+        "serves, GET /v1/reports/zones, else dns.zone and dns.hostname_zone of the configuration)",
     )
     p.add_argument(
         "--batch",
@@ -131,15 +139,30 @@ def add_parser(subparsers: Any, remote_parent: argparse.ArgumentParser) -> argpa
     return p
 
 
-def _zones(settings: Settings, given: list[str] | None) -> list[str]:
-    names = given or [z for z in (settings.dns.zone, settings.dns.hostname_zone) if z]
+def _zones(settings: Settings, given: list[str] | None, api: ApiClient) -> tuple[list[str], str]:
+    """The zones to watch and where they come from: ``--zone``, else the server the reports
+    go to (it knows which zones it serves), else the configuration."""
+    names, origin = given, "--zone"
+    if not names:
+        try:
+            answer = api.json("GET", "/v1/reports/zones", timeout=min(api.timeout, 10.0))
+            names = [str(z) for z in answer["zones"]] if isinstance(answer, dict) else None
+            origin = f"the server at {api.base}"
+        except (ApiError, ApiUnreachable, KeyError, TypeError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning(
+                "cannot ask %s which zones it serves (%s): using the configuration's", api.base, first
+            )
+    if not names:
+        names = [z for z in (settings.dns.zone, settings.dns.hostname_zone) if z]
+        origin = f"the configuration ({settings.source})"
     zones = []
     for name in names:
         try:
             zones.append(parse_zone(name))
         except ValueError as exc:
             raise InvalidEntry("--zone", str(exc)) from None
-    return zones
+    return zones, origin
 
 
 def cmd_report_maillog(settings: Settings, args: argparse.Namespace) -> int:
@@ -151,8 +174,10 @@ def cmd_report_maillog(settings: Settings, args: argparse.Namespace) -> int:
         raise ReporterError(
             "report-maillog needs an API token with scope 'report': --token or S25RBL_API_TOKEN", 2
         )
-    client = ReportsClient(ApiClient(url, token, timeout=args.timeout))
-    zones = _zones(settings, args.zone)
+    api = ApiClient(url, token, timeout=args.timeout)
+    client = ReportsClient(api)
+    zones, origin = _zones(settings, args.zone, api)
+    print(f"report-maillog: reporting rejections by {', '.join(zones)} (from {origin})", file=sys.stderr)
     parser = LineParser(zones, tz=UTC if args.utc else None)
     options = Options(
         batch=args.batch,
@@ -196,8 +221,14 @@ def cmd_report_maillog(settings: Settings, args: argparse.Namespace) -> int:
             source = FileSource(logfile)
         log.info("reporting rejections by %s from %s to %s", ", ".join(zones), args.path, client.url)
         reporter = Reporter(parser, client, source, state, key, options, stop)
+        counts = reporter.counts
+        # A log read to its end gets a progress line on a terminal; --follow never ends.
+        progress = Progress("report-maillog")
+        progress.enabled = progress.enabled and not args.follow
         try:
-            return reporter.run()
+            with progress:
+                progress.watch(lambda: f"{counts.lines:,} lines read, {counts.accepted:,} reports accepted")
+                return reporter.run()
         except ReporterError:
             reporter.print_summary()
             raise

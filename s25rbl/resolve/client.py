@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Sequence
 
 from s25rbl.resolve.codec import (
@@ -223,6 +224,16 @@ class StubResolver:
             for earlier in outstanding:
                 if earlier.pending.get(earlier.qid) is earlier.entry:
                     del earlier.pending[earlier.qid]
+
+    def refusing(self, within: float = 30.0) -> list[str]:
+        """The upstreams (``host:port``) that refused a query (ICMP port unreachable: nothing
+        listens there) within the last ``within`` seconds: what a timeout really was."""
+        since = time.monotonic() - within
+        return [
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for (host, port), pool in zip(self._upstreams, self._pools, strict=True)
+            if pool and any(sock.refused_at > since for sock in pool)
+        ]
 
     def _case_changed(self, index: int) -> None:
         self._case_changes[index] += 1

@@ -205,7 +205,7 @@ class ReverseLookup:
             return RdnsResult(notes=(f"PTR lookup impossible: {exc}",))
         if ptr.status in _TEMPORARY:
             self.stats.tempfail += 1
-            return RdnsResult(tempfail=True, notes=(f"PTR lookup: {ptr.status.value}",))
+            return RdnsResult(tempfail=True, notes=(f"PTR lookup: {self._failure(ptr)}",))
         if ptr.status is not LookupStatus.OK or not ptr.values:
             return RdnsResult(notes=(f"PTR lookup: {ptr.status.value}",), ttl=ptr.ttl)
         names = tuple(dict.fromkeys(n.lower().rstrip(".") for n in ptr.values if n.strip(".")))
@@ -224,7 +224,7 @@ class ReverseLookup:
                 continue
             if result.status in _TEMPORARY:
                 temporary = True
-                notes.append(f"{name}: forward lookup {result.status.value}")
+                notes.append(f"{name}: forward lookup {self._failure(result)}")
                 continue
             ttl = min(ttl, result.ttl)
             if result.status is LookupStatus.OK and _contains(result, ip):
@@ -235,6 +235,14 @@ class ReverseLookup:
             self.stats.tempfail += 1
             return RdnsResult(names=names, tempfail=True, notes=tuple(notes))
         return RdnsResult(names=names, confirmed=tuple(confirmed), notes=tuple(notes), ttl=ttl)
+
+    def _failure(self, result: LookupResult) -> str:
+        """A temporary failure as a note says it: a timeout where the upstreams refused the
+        queries (ICMP port unreachable) is reported as that refusal."""
+        refusing = getattr(self._resolver, "refusing", None)
+        if result.status is LookupStatus.TIMEOUT and refusing is not None and (where := refusing()):
+            return f"refused by {', '.join(where)} (connection refused: no DNS server listens there)"
+        return result.status.value
 
     async def _forward(self, name: str, rdtype: int) -> LookupResult | None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import typing
 from collections.abc import Iterator
 
@@ -71,6 +72,7 @@ class UdpSocket(asyncio.DatagramProtocol):
         self.uses = 0  # queries sent
         self.born = 0.0  # loop time it was opened
         self.retiring = False  # a replacement is being opened
+        self.refused_at = 0.0  # time.monotonic() of the last ICMP "port unreachable" (0: never)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.DatagramTransport, transport)
@@ -96,8 +98,10 @@ class UdpSocket(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors on a connected socket cannot be tied to one query; the per-attempt
-        # timer moves the lookup on to the next upstream.
-        return
+        # timer moves the lookup on to the next upstream. A refusal (nothing listens there)
+        # is remembered, so a lookup that times out can say why.
+        if isinstance(exc, ConnectionRefusedError):
+            self.refused_at = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from s25rbl.clock import Clock
 from s25rbl.lists.formats import Export, StoredEntry
-from s25rbl.lists.values import EntrySource, EntrySpec, ListName
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryFilter, EntryRepository
 from s25rbl.store.models import Entry
@@ -137,6 +137,11 @@ class Lists:
         piece: the format's head, then one piece per page of entries (at least one), then its tail.
         ``learned=False`` leaves out addresses learned from retries."""
         out = Export(fmt, list_)
+        if out.fmt == "rbldnsd":  # its head says what an ip4set cannot hold, before the rows
+            flt = EntryFilter(list=out.list, include_expired=False)
+            async with self._store.transaction() as session:
+                counts = await EntryRepository(session).count_by_kind(flt, self._clock.now())
+            out.left_out = {k: n for k, n in counts.items() if k not in (EntryKind.IP, EntryKind.CIDR)}
         yield out.begin()
         async for page in self.pages(EntryFilter(list=list_, include_expired=False)):
             yield out.rows(e for e in page if learned or e.source is not EntrySource.LEARNED)

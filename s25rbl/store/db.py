@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from s25rbl.errors import StoreUnavailable
+from s25rbl.errors import InvalidEntry, StoreMissing, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +74,102 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` (creating a SQLite file and its folder if needed).
+def migrate(url: str, revision: str = "head", *, create_folder: bool = False) -> str:
+    """Move the database at ``url`` to ``revision`` (default: the newest), upgrading or
+    downgrading; ``base`` removes every table. Returns what was done (``upgraded``,
+    ``downgraded``, ``current``). A SQLite file is created if needed, and its folder only with
+    ``create_folder`` (the default state directory): a mistyped path is an error, not a new store.
 
     Processes that start at once migrate one after the other: on PostgreSQL the migration
     environment takes an advisory lock; a SQLite file is locked here (``flock`` on the file
     itself, which SQLite's own ``fcntl`` locks do not see), so the second finds it current.
     """
     from alembic import command
+
+    cfg = _alembic_config(url)
+    target = resolve_revision(revision)
+    path = sqlite_path(url)
+    if path is not None and not create_folder and not path.parent.is_dir():
+        raise StoreMissing(
+            f"no folder {path.parent} for the SQLite store {_safe(url)}: create it, or correct database.url"
+        )
+    try:
+        with _migrating(path):
+            now = _revision_now(url)
+            order = _revisions()
+            if target in order and now in order and order.index(target) < order.index(now):
+                command.downgrade(cfg, target or "base")
+                return "downgraded"
+            if target == now:
+                return "current"
+            command.upgrade(cfg, target or "base")
+            return "upgraded"
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise StoreUnavailable(f"cannot migrate {_safe(url)}: {_first_line(exc)}") from None
+
+
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["s25rbl_url"] = async_url(url)
+    return cfg
+
+
+def _revisions() -> list[str | None]:
+    """Every revision, oldest first, after None (``base``: no schema)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrations_dir()))
+    return [None, *reversed([r.revision for r in script.walk_revisions()])]
+
+
+def resolve_revision(name: str) -> str | None:
+    """The revision ``name`` means (``head``, ``base``, an id such as ``0003`` or a unique
+    prefix of one); a name that means none is refused naming the revisions there are."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    script = ScriptDirectory(str(migrations_dir()))
+    if name == "base":
+        return None
     try:
-        with _migrating(sqlite_path(url)):
-            command.upgrade(cfg, revision)
-    except (OperationalError, DBAPIError, OSError) as exc:
-        raise StoreUnavailable(f"cannot migrate {_safe(url)}: {_first_line(exc)}") from None
+        found = script.get_revision(name)
+    except (CommandError, KeyError, ValueError):
+        found = None
+    if found is None:
+        known = ", ".join(str(r) for r in _revisions()[1:])
+        raise InvalidEntry("--revision", f"no revision {name!r} (there are: head, base, {known})")
+    return str(found.revision)
+
+
+def require_schema(url: str) -> None:
+    """Refuse a store that is not there (no SQLite file) or was never migrated: only ``serve``
+    and ``migrate`` create one, so a mistyped path cannot become a new, empty store."""
+    path = sqlite_path(url)
+    hint = "run `s25rbl migrate` (or start `s25rbl serve`) with this configuration first"
+    if path is not None and not path.is_file():
+        raise StoreMissing(f"no store at {_safe(url)} (no such file): {hint}, or correct database.url")
+    if _revision_now(url) is None:
+        raise StoreMissing(f"the store at {describe_store(url)} is not set up (no schema): {hint}")
+
+
+def _revision_now(url: str) -> str | None:
+    try:
+        return current_revision(url)
+    except (OperationalError, DBAPIError, OSError, asyncpg.PostgresError) as exc:
+        raise StoreUnavailable(f"store {describe_store(url)} unreachable: {_first_line(exc)}") from None
+
+
+def describe_store(url: str) -> str:
+    """The store as an operator recognises it: the URL without its password, with host:port
+    for a server (PostgreSQL's default port spelt out)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") or (parsed.host is not None and parsed.port is not None):
+        return _safe(url)
+    where = parsed.host or parsed.query.get("host") or "local socket"
+    return f"{_safe(url)} ({where}:{parsed.port or 5432})"
 
 
 @contextmanager
@@ -99,7 +177,7 @@ def _migrating(path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # create_folder said so, or it is there
     with open(path, "ab") as held:  # an empty file is an empty SQLite database
         fcntl.flock(held, fcntl.LOCK_EX)
         yield

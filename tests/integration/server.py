@@ -82,6 +82,8 @@ def write_config(
     """A test configuration; ``db`` is a SQLite file path or a database URL; ``policy`` the
     body of its ``[policy]`` section."""
     url = store_url(db)
+    if isinstance(db, Path):  # s25rbl creates the file, never a folder named in its configuration
+        db.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"""
 [dns]

@@ -3,44 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
+from tests.integration.cli_runner import Cli, make_cli
 
 
 @pytest.fixture
-def cli(tmp_path: Path, database_url: str) -> Cli:
-    # Only what the child needs; coverage's and the import path's variables pass through.
-    passed = {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_") or k == "PYTHONPATH"}
-    env = {
-        **passed,
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "S25RBL_DATABASE__URL": database_url,
-        "S25RBL_RESOLVER__UPSTREAMS": "127.0.0.1:9",
-        "S25RBL_LISTS__BUILTIN_WHITELIST": "false",
-    }
-
-    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "s25rbl", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            input=input,
-            timeout=60,
-        )
-
-    return run
+def bare_cli(tmp_path: Path, database_url: str) -> Cli:
+    """The CLI on the test's store, which no command has created yet."""
+    return make_cli(tmp_path, S25RBL_DATABASE__URL=database_url)
 
 
-def test_migrate_brings_the_store_to_the_current_revision(cli: Cli, database_url: str) -> None:
+@pytest.fixture
+def cli(bare_cli: Cli) -> Cli:
+    """The CLI on a store set up by ``migrate``, as ``serve`` would leave it."""
+    assert bare_cli("migrate").returncode == 0
+    return bare_cli
+
+
+def test_migrate_brings_the_store_to_the_current_revision(bare_cli: Cli, database_url: str) -> None:
+    cli = bare_cli
     result = cli("migrate")
     assert result.returncode == 0, result.stderr
     from alembic.script import ScriptDirectory
@@ -50,7 +34,7 @@ def test_migrate_brings_the_store_to_the_current_revision(cli: Cli, database_url
     head = ScriptDirectory(str(migrations_dir())).get_current_head()
     assert f"database at revision {head}" in result.stdout
     if database_url.startswith("sqlite:///"):
-        assert Path(database_url.removeprefix("sqlite:///")).exists()  # file and folder created
+        assert Path(database_url.removeprefix("sqlite:///")).exists()  # the file created
     again = cli("migrate")  # idempotent
     assert again.returncode == 0 and f"database at revision {head}" in again.stdout
 

@@ -70,6 +70,8 @@ README_COMMANDS = (
     "python3 -m venv /opt/s25rbl",
     "/opt/s25rbl/bin/pip install './dist/s25rbl-0.1.0-py3-none-any.whl[fast]'",
     "ln -s /opt/s25rbl/bin/s25rbl /usr/local/bin/s25rbl",
+    "s25rbl man > /usr/local/share/man/man1/s25rbl.1",
+    "s25rbl completion bash > /etc/bash_completion.d/s25rbl",
     "install -m 0640 -g s25rbl deploy/s25rbl.toml /etc/s25rbl/s25rbl.toml",
     "install -m 0644 deploy/systemd/s25rbl.service /etc/systemd/system/",
     "install -m 0644 deploy/unbound/s25rbl.conf /etc/unbound/unbound.conf.d/",
@@ -292,6 +294,30 @@ def test_the_installed_command_runs_the_wheel(site: Site) -> None:
     assert found.stdout.strip().startswith(str(site.path("/opt/s25rbl/lib"))), found.stdout
     version = site.run(str(site.path("/usr/local/bin/s25rbl")), "--version")
     assert version.stdout.strip() == f"s25rbl {site.wheel.name.split('-')[1]}"
+
+
+def test_the_installed_command_writes_its_man_page_and_completion(site: Site) -> None:
+    command = str(site.path("/usr/local/bin/s25rbl"))
+    for args, where in (
+        (["man"], "/usr/local/share/man/man1/s25rbl.1"),
+        (["completion", "bash"], "/etc/bash_completion.d/s25rbl"),
+    ):
+        made = site.run(command, *args)
+        assert made.returncode == 0, made.stderr
+        path = site.path(where)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(made.stdout)
+    page = site.path("/usr/local/share/man/man1/s25rbl.1")
+    shown = subprocess.run(
+        ["man", "--warnings", "-l", str(page)],
+        capture_output=True,
+        text=True,
+        env={**site.env, "MANWIDTH": "80"},
+        timeout=60,
+    )
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    assert "report-maillog" in shown.stdout and "--revision" in " ".join(shown.stdout.split())
+    assert "complete -F _s25rbl s25rbl" in site.path("/etc/bash_completion.d/s25rbl").read_text()
 
 
 def test_the_unit_serves_where_unbound_sends_the_zones(site: Site) -> None:

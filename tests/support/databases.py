@@ -82,6 +82,7 @@ def psql_value(url: str, sql: str) -> str:
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
+        (tmp_path / "state").mkdir(exist_ok=True)  # s25rbl creates the file, never a named folder
         yield f"sqlite:///{tmp_path / 'state' / 's25rbl.db'}"
     else:
         yield from pg_database()

@@ -9,7 +9,8 @@ import pytest
 from s25rbl.config import Endpoint, load_settings, system_resolvers
 from s25rbl.errors import ConfigError
 
-BASE = {"S25RBL_RESOLVER__UPSTREAMS": "127.0.0.1:5399"}
+# Never the machine's own /etc/s25rbl/s25rbl.toml: the tests say which system file there is.
+BASE = {"S25RBL_RESOLVER__UPSTREAMS": "127.0.0.1:5399", "S25RBL_SYSTEM_CONFIG": "/nonexistent/s25rbl.toml"}
 
 
 def test_defaults_are_usable_without_a_file() -> None:
@@ -82,6 +83,33 @@ def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     path.write_text("[dns\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(path, environ=BASE)
+
+
+def test_without_a_named_file_the_system_file_is_read_when_it_exists(tmp_path: Path) -> None:
+    system = tmp_path / "s25rbl.toml"
+    env = {**BASE, "S25RBL_SYSTEM_CONFIG": str(system)}
+    assert load_settings(environ=env).source == "defaults"  # none there: the built-in defaults
+    system.write_text('[dns]\nzone = "bl.system.example"\n')
+    s = load_settings(environ=env)
+    assert (s.source, s.dns.zone) == (str(system), "bl.system.example")
+    named = tmp_path / "named.toml"
+    named.write_text('[dns]\nzone = "bl.named.example"\n')
+    assert load_settings(environ={**env, "S25RBL_CONFIG": str(named)}).dns.zone == "bl.named.example"
+    assert load_settings(named, environ=env).dns.zone == "bl.named.example"
+
+
+@pytest.mark.parametrize(
+    ("given", "key"), [("option", "--config"), ("env", "S25RBL_CONFIG")], ids=["option", "env"]
+)
+def test_a_missing_file_is_reported_as_what_named_it(given: str, key: str) -> None:
+    path = "/nope/s25rbl.toml"
+    with pytest.raises(ConfigError) as info:
+        if given == "option":
+            load_settings(path, environ=BASE)
+        else:
+            load_settings(environ={**BASE, "S25RBL_CONFIG": path})
+    assert info.value.key == key
+    assert str(info.value) == f"config: {key}: {path}: no such file"
 
 
 def test_upstreams_default_to_resolv_conf(tmp_path: Path) -> None:
