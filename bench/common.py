@@ -341,6 +341,7 @@ class Rig:
         write_config(config, uport, db, rdns_cache=max(200_000, 2 * self.count), extra=self.dns_extra)
         t0 = time.monotonic()
         if self.cli_import:
+            s25rbl_cli(config, "migrate")  # only serve and migrate create a store
             s25rbl_cli(config, "import", str(black), "--list", "black")
             how = "s25rbl import"
         else:

@@ -646,6 +646,7 @@ def main() -> int:
             write_config(config, db, uport, 'mode = "targrey"')
             white = work / "white.txt"
             white.write_text("".join(f"{c.ip}\n" for c in pool if c.kind == "whitelisted"))
+            s25rbl_cli(config, "migrate")  # only serve and migrate create a store
             s25rbl_cli(config, "import", str(white), "--list", "white")
             probe = work / "probe.json" if args.probe or args.profile else None
             profile = work / "s25rbl.prof" if args.profile else None
