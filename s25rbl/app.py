@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -43,7 +42,7 @@ from s25rbl.learning.judge import EngineJudge
 from s25rbl.learning.limits import ReportLimits
 from s25rbl.lists.domains import load_public_suffixes
 from s25rbl.node.counters import REPORT_INTERVAL, LatencyHistogram, Snapshot, take, total
-from s25rbl.node.runloop import run_loop
+from s25rbl.node.runloop import run_loop, settle_collector
 from s25rbl.node.sync import ListSync
 from s25rbl.node.workers import WorkerPool
 from s25rbl.policy.node import PolicyNode
@@ -322,21 +321,6 @@ async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | N
                     await policy.stop()
                 if pool is not None:
                     await asyncio.to_thread(pool.stop)
-
-
-GC_YOUNG = 10_000  # net allocations between young collections (Python's default: 700)
-
-
-def settle_collector() -> None:
-    """Once the node is up: what start-up built (modules, the schema, lists, compiled
-    statements) is set aside from garbage collection (``gc.freeze``), so no full collection
-    walks it again, a pause of 0.1-0.2 s with every answer waiting; young collections run every
-    GC_YOUNG allocations instead of every 700 (a request's objects are nearly all freed by
-    reference counting, so each young collection stays short, and there are far fewer)."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, middle, old)
 
 
 def operators_page(settings: Settings, api: ApiContext, counters: Callable[[], Snapshot]) -> UiContext:

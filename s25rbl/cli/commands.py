@@ -17,6 +17,7 @@ from s25rbl.api.client import ApiClient
 from s25rbl.app import in_default_folder, open_store, serve, serve_dns_only
 from s25rbl.cli.backend import Backend, LocalBackend, RemoteBackend
 from s25rbl.cli.output import describe_entry, print_entries, show_explanation
+from s25rbl.cli.progress import Progress
 from s25rbl.clock import SystemClock
 from s25rbl.config import Endpoint, Settings
 from s25rbl.errors import InvalidEntry
@@ -33,7 +34,6 @@ from s25rbl.lists.values import (
     parse_ip,
 )
 from s25rbl.node.runloop import run_loop
-from s25rbl.progress import Progress
 from s25rbl.service import Services
 from s25rbl.service.tokens import parse_scopes
 from s25rbl.store.db import Store, current_revision, describe_store, migrate, resolve_revision

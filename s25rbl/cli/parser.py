@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from s25rbl import __version__
-from s25rbl.cli import manpage, review
 from s25rbl.cli.commands import (
     cmd_check,
     cmd_entries_add,
@@ -20,9 +19,11 @@ from s25rbl.cli.commands import (
     cmd_token_list,
     cmd_token_revoke,
 )
+from s25rbl.cli.manpage import add_parsers as add_manual_parsers
+from s25rbl.cli.report_maillog import add_parser as add_report_maillog_parser
+from s25rbl.cli.review import add_parsers as add_review_parsers
 from s25rbl.lists.formats import FORMATS_IN, FORMATS_OUT
 from s25rbl.lists.values import EntryKind, EntrySource, ListName
-from s25rbl.reporter import command as report_maillog
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--learned", action="store_true", help="include entries learned from retries")
     p.set_defaults(func=cmd_export)
-    report_maillog.add_parser(sub, remote)
-    review.add_parsers(sub, remote)
+    add_report_maillog_parser(sub, remote)
+    add_review_parsers(sub, remote)
 
     p = sub.add_parser("expire", help="run one expiry pass now (serve runs it on an interval)")
     p.set_defaults(func=cmd_expire)
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("revoke", help="revoke a token by name")
     p.add_argument("name")
     p.set_defaults(func=cmd_token_revoke)
-    manpage.add_parsers(sub, parser)  # after every other command: both walk this parser
+    add_manual_parsers(sub, parser)  # after every other command: both walk this parser
     for command in commands(parser):
         _global_options(command, argparse.SUPPRESS)
     return parser

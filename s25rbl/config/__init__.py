@@ -10,7 +10,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from s25rbl.config.values import (
     parse_url,
 )
 from s25rbl.config.values import parse_zone as parse_zone  # re-exported
+from s25rbl.config.values import system_resolvers as system_resolvers  # re-exported
 from s25rbl.errors import ConfigError
 
 ENV_PREFIX = "S25RBL_"
@@ -279,23 +280,6 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
     return Path.home() / ".local" / "state" / "s25rbl"
 
 
-def system_resolvers(path: str = "/etc/resolv.conf") -> tuple[Endpoint, ...]:
-    """The nameservers of resolv.conf (port 53); loopback 127.0.0.53 stubs included."""
-    found: list[Endpoint] = []
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            try:
-                found.append(parse_endpoint(parts[1].split("%")[0], default_port=53))
-            except ValueError:
-                continue
-    return tuple(found)
-
-
 def config_file(
     path: str | os.PathLike[str] | None, env: Mapping[str, str]
 ) -> tuple[str | os.PathLike[str] | None, str]:
@@ -378,15 +362,15 @@ def load_settings(
                 raise ConfigError(key, f"{a!r} and {b!r} overlap; use disjoint zones")
     if not dns.nameservers:
         fqdn = socket.getfqdn().lower().rstrip(".") or "localhost"
-        sections["dns"] = _replace(dns, nameservers=(fqdn if "." in fqdn else "localhost",))
+        sections["dns"] = replace(dns, nameservers=(fqdn if "." in fqdn else "localhost",))
     if not sections["dns"].hostmaster:
-        sections["dns"] = _replace(sections["dns"], hostmaster="hostmaster." + dns.zone)
+        sections["dns"] = replace(sections["dns"], hostmaster="hostmaster." + dns.zone)
     resolver: ResolverSettings = sections["resolver"]
     if not resolver.upstreams:
         upstreams = system_resolvers()
         if not upstreams:
             raise ConfigError("resolver.upstreams", "empty and /etc/resolv.conf names no nameserver")
-        sections["resolver"] = _replace(resolver, upstreams=upstreams)
+        sections["resolver"] = replace(resolver, upstreams=upstreams)
     policy: PolicySettings = sections["policy"]
     if policy.delay >= policy.retry_window:
         raise ConfigError("policy.delay", f"{policy.delay:g} s must be shorter than policy.retry_window")
@@ -396,9 +380,3 @@ def load_settings(
     if not database.url:
         sections["database"] = DatabaseSettings(url=f"sqlite:///{default_state_dir(env) / 's25rbl.db'}")
     return Settings(source=source, warnings=tuple(warnings), **sections)
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(obj, **changes)

@@ -8,6 +8,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
@@ -164,3 +165,20 @@ def parse_choice(*allowed: str) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+def system_resolvers(path: str = "/etc/resolv.conf") -> tuple[Endpoint, ...]:
+    """The nameservers of resolv.conf (port 53); loopback 127.0.0.53 stubs included."""
+    found: list[Endpoint] = []
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                found.append(parse_endpoint(parts[1].split("%")[0], default_port=53))
+            except ValueError:
+                continue
+    return tuple(found)

@@ -15,6 +15,8 @@ from s25rbl.config import PolicySettings
 from s25rbl.learning.senders import normalise_recipient, normalise_sender
 from s25rbl.lists.values import IPAddress
 from s25rbl.policy.protocol import PolicyRequest
+from s25rbl.service.policy import ClientTarpit as ClientTarpit  # re-exported: decisions read it
+from s25rbl.service.policy import TripletState as TripletState  # re-exported
 from s25rbl.verdict.model import Code, Verdict
 
 DUNNO = "DUNNO"
@@ -77,30 +79,12 @@ class Greylist:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class TripletState:
-    """A triplet as stored: its first attempt and when it passed."""
-
-    first_seen: float
-    passed_at: float | None
-
-
 class Session(enum.Enum):
     """What this node knows of an SMTP transaction (``instance``) of a listed client."""
 
     TARPITTED = enum.auto()
     SURVIVED = enum.auto()
     DELIVERED = enum.auto()
-
-
-@dataclass(frozen=True, slots=True)
-class ClientTarpit:
-    """A client's latest tarpitted session."""
-
-    instance: str
-    started: float
-    survived: bool
-    delivered: bool
 
 
 @dataclass(frozen=True, slots=True)

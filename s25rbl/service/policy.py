@@ -24,7 +24,6 @@ from s25rbl.clock import Clock
 from s25rbl.config import LearningSettings
 from s25rbl.learning.ingest import learn_address
 from s25rbl.lists.values import EntryKind, ListName
-from s25rbl.policy.decide import ClientTarpit, TripletState
 from s25rbl.store.db import Store
 from s25rbl.store.entries import EntryRepository, MetaRepository
 from s25rbl.store.models import GreylistTriplet, PolicyPass, TarpitRecord
@@ -38,6 +37,25 @@ from s25rbl.store.policy import (
     TripletRepository,
 )
 from s25rbl.store.tokens import AuditRepository
+
+
+@dataclass(frozen=True, slots=True)
+class TripletState:
+    """A triplet as stored: its first attempt and when it passed."""
+
+    first_seen: float
+    passed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTarpit:
+    """A client's latest tarpitted session."""
+
+    instance: str
+    started: float
+    survived: bool
+    delivered: bool
+
 
 log = logging.getLogger(__name__)
 

@@ -247,7 +247,7 @@ def require_cli_command() -> None:
     if "report-maillog" not in subcommands(build_parser()):
         pytest.fail(
             "s25rbl.cli.build_parser() does not register report-maillog: "
-            "call s25rbl.reporter.command.add_parser"
+            "call s25rbl.cli.report_maillog.add_parser"
         )
 
 

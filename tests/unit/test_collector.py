@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from s25rbl.app import GC_YOUNG, settle_collector
+from s25rbl.node.runloop import GC_YOUNG, settle_collector
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from types import FrameType
 from typing import Any
 
 from s25rbl.api.client import ApiClient
+from s25rbl.cli.progress import Progress
 from s25rbl.config import Settings, default_state_dir, parse_zone
 from s25rbl.errors import ApiError, ApiUnreachable, InvalidEntry, ReporterError
-from s25rbl.progress import Progress
 from s25rbl.reporter.logfile import LogFile
 from s25rbl.reporter.parse import LineParser
 from s25rbl.reporter.run import MAX_BATCH, Options, Reporter, ReportsClient
