@@ -24,8 +24,8 @@ class Reply:
 
 
 class Api:
-    def __init__(self, host: str, port: int, token: str | None = None) -> None:
-        self.host, self.port, self.token = host, port, token
+    def __init__(self, host: str, port: int, token: str | None = None, timeout: float = 30) -> None:
+        self.host, self.port, self.token, self.timeout = host, port, token, timeout
 
     def request(
         self,
@@ -47,7 +47,7 @@ class Api:
             headers["Content-Type"] = "application/json"
         if content_type is not None:
             headers["Content-Type"] = content_type
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
