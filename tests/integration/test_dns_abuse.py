@@ -228,8 +228,11 @@ def steady_names(upstream: FakeAuthority) -> None:
         upstream.add_host(name, address)
 
 
-def flood(server: RunningServer, source: str, network: str, stop: threading.Event) -> int:
-    """Random addresses of ``network`` from ``source``, as fast as a thread sends; how many."""
+def flood(
+    server: RunningServer, source: str, network: str, stop: threading.Event, progress: list[int]
+) -> int:
+    """Random addresses of ``network`` from ``source``, as fast as a thread sends; how many
+    (``progress[0]`` says how many so far)."""
     rng = random.Random(5)
     net = ipaddress.ip_network(network)
     sock = socket.socket(family(source), socket.SOCK_DGRAM)
@@ -248,6 +251,7 @@ def flood(server: RunningServer, source: str, network: str, stop: threading.Even
                 pass
         except BlockingIOError:
             pass
+        progress[0] = sent
         time.sleep(0.005)
     sock.close()
     return sent
@@ -269,10 +273,16 @@ def test_a_flood_from_one_prefix_does_not_switch_s25r_off(
     upstream.behave_network(network, "timeout")  # its owner's reverse zone never answers
     stop = threading.Event()
     counted: list[int] = []
-    flooder = threading.Thread(target=lambda: counted.append(flood(server, source, network, stop)))
+    progress = [0]
+    flooder = threading.Thread(target=lambda: counted.append(flood(server, source, network, stop, progress)))
     flooder.start()
     try:
-        time.sleep(1.5)  # every lookup slot taken, the waiting room full
+        # Every lookup slot taken, the waiting room full: at least 1.5 s and 5,000 queries of
+        # the flood before the steady client asks (a slow or busy machine sends them slower).
+        time.sleep(1.5)
+        deadline = time.monotonic() + 120
+        while progress[0] <= 5000 and time.monotonic() < deadline:
+            time.sleep(0.1)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.settimeout(5)
         verdicts = []
