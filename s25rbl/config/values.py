@@ -1,6 +1,7 @@
 """The configuration's values: the ``Endpoint`` type and one parser per kind of setting, each
 turning a raw value (from TOML or the environment) into its typed form, or raising ValueError
-with a message for the user (``config.load_settings`` adds the key's name)."""
+with a message for the user (``config.load_settings`` adds the key's name); and the system's
+nameservers from resolv.conf, the upstreams when none are configured."""
 
 from __future__ import annotations
 
