@@ -29,6 +29,13 @@ class HitCounter:
         counts[entry_id] = counts.get(entry_id, 0) + 1
         self._last[entry_id] = self._clock.monotonic()
 
+    def add(self, entry_id: int, count: int, last: float) -> None:
+        """``count`` hits on one entry, the last at ``last`` (clock.monotonic() time): what the
+        C answer loop counted (``s25rbl.dns.fast``)."""
+        counts = self._counts
+        counts[entry_id] = counts.get(entry_id, 0) + count
+        self._last[entry_id] = max(last, self._last.get(entry_id, last))
+
     def take(self) -> dict[int, tuple[int, datetime]]:
         counts, last = self._counts, self._last
         self._counts, self._last = {}, {}
