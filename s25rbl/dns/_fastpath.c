@@ -180,13 +180,55 @@ entry_slot(Hits *self, long long entry_id)
     }
 }
 
-/* What was counted since the last call: ([(key, n)], [(entry id, n, last)], total). */
-static PyObject *
-Hits_drain(Hits *self, PyObject *Py_UNUSED(ignored))
+/* Add one entry's hits to HitCounter's tables: counts[id] += n, last[id] = max(last[id], t). */
+static int
+add_entry(PyObject *counts, PyObject *lasts, EntryCount *e)
 {
-    PyObject *keys = PyList_New(0), *entries = PyList_New(0), *item;
-    if (keys == NULL || entries == NULL)
-        goto fail;
+    int ok = -1;
+    PyObject *id = PyLong_FromLongLong(e->entry_id), *sum = NULL, *when = NULL;
+    if (id == NULL)
+        return -1;
+    PyObject *had = PyDict_GetItemWithError(counts, id); /* borrowed */
+    if (had == NULL && PyErr_Occurred())
+        goto done;
+    if (had == NULL)
+        sum = PyLong_FromUnsignedLongLong(e->count);
+    else {
+        PyObject *more = PyLong_FromUnsignedLongLong(e->count);
+        if (more == NULL)
+            goto done;
+        sum = PyNumber_Add(had, more);
+        Py_DECREF(more);
+    }
+    if (sum == NULL || PyDict_SetItem(counts, id, sum) < 0)
+        goto done;
+    PyObject *before = PyDict_GetItemWithError(lasts, id); /* borrowed */
+    if (before == NULL && PyErr_Occurred())
+        goto done;
+    if (before == NULL || !PyFloat_Check(before) || PyFloat_AS_DOUBLE(before) < e->last) {
+        when = PyFloat_FromDouble(e->last);
+        if (when == NULL || PyDict_SetItem(lasts, id, when) < 0)
+            goto done;
+    }
+    ok = 0;
+done:
+    Py_DECREF(id);
+    Py_XDECREF(sum);
+    Py_XDECREF(when);
+    return ok;
+}
+
+/* drain(counts, last): the entries' hits added to HitCounter's two dicts (by entry id: hits,
+ * and the monotonic time of the last one); returns ([(counter key, n)], total). */
+static PyObject *
+Hits_drain(Hits *self, PyObject *args)
+{
+    PyObject *counts, *lasts;
+    if (!PyArg_ParseTuple(args, "O!O!:drain", &PyDict_Type, &counts, &PyDict_Type, &lasts))
+        return NULL;
+    PyObject *keys = PyList_New(0), *item;
+    if (keys == NULL)
+        return NULL;
     for (size_t i = 0; i < KEY_SLOTS; i++) {
         KeyCount *k = &self->keys[i];
         if (k->key == NULL || k->count == 0)
@@ -194,7 +236,8 @@ Hits_drain(Hits *self, PyObject *Py_UNUSED(ignored))
         item = Py_BuildValue("(OK)", k->key, k->count);
         if (item == NULL || PyList_Append(keys, item) < 0) {
             Py_XDECREF(item);
-            goto fail;
+            Py_DECREF(keys);
+            return NULL;
         }
         Py_DECREF(item);
     }
@@ -202,12 +245,11 @@ Hits_drain(Hits *self, PyObject *Py_UNUSED(ignored))
         EntryCount *e = &self->entries[i];
         if (e->count == 0)
             continue;
-        item = Py_BuildValue("(LKd)", e->entry_id, e->count, e->last);
-        if (item == NULL || PyList_Append(entries, item) < 0) {
-            Py_XDECREF(item);
-            goto fail;
+        if (add_entry(counts, lasts, e) < 0) {
+            Py_DECREF(keys);
+            return NULL;
         }
-        Py_DECREF(item);
+        e->count = 0; /* added: not again, should a later one fail */
     }
     /* all taken: start afresh (a large entry table shrinks back) */
     hits_forget_keys(self);
@@ -226,15 +268,11 @@ Hits_drain(Hits *self, PyObject *Py_UNUSED(ignored))
     self->entries_used = 0;
     unsigned long long total = self->total;
     self->total = 0;
-    return Py_BuildValue("(NNK)", keys, entries, total);
-fail:
-    Py_XDECREF(keys);
-    Py_XDECREF(entries);
-    return NULL;
+    return Py_BuildValue("(NK)", keys, total);
 }
 
 static PyMethodDef Hits_methods[] = {
-    {"drain", (PyCFunction)Hits_drain, METH_NOARGS, "the hits counted since the last drain"},
+    {"drain", (PyCFunction)Hits_drain, METH_VARARGS, "drain(counts, last): add what was counted"},
     {NULL}};
 
 static PyTypeObject HitsType = {

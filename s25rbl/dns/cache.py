@@ -119,7 +119,7 @@ class AnswerCache:
         counts: Counter[CountKey],
         hit_entry: Callable[[int], None],
         max_entries: int | None = None,
-        add_hits: Callable[[int, int, float], None] | None = None,
+        hit_tables: Callable[[], tuple[dict[int, int], dict[int, float]]] | None = None,
     ) -> None:
         if max_bytes < 4096 or (max_entries is not None and max_entries < 1):
             raise ValueError("an answer cache needs room for at least one entry (4096 bytes)")
@@ -136,7 +136,7 @@ class AnswerCache:
         self._templates: dict[Template, Template] = {}
         self._values: dict[Entry, Entry] = {}
         self._count_keys: dict[CountKey, CountKey] = {}
-        self._add_hits = add_hits
+        self._hit_tables = hit_tables
         self._c_hits: Any = None  # what the C loop counted (s25rbl.dns._fastpath.Hits)
         self.hits = 0
         self.misses = 0
@@ -269,7 +269,7 @@ class AnswerCache:
         """Where the C loop is to count its hits (a ``_fastpath.Hits``, made by ``make`` the
         first time); None if it must not answer from here: a clock other than the system's
         (expiry is checked against CLOCK_MONOTONIC), or no way to add entry hits."""
-        if self._add_hits is None or not _system_monotonic(self._monotonic):
+        if self._hit_tables is None or not _system_monotonic(self._monotonic):
             return None
         if self._c_hits is None:
             self._c_hits = make()
@@ -286,14 +286,11 @@ class AnswerCache:
         """Add the hits the C loop counted to the counters here."""
         if self._c_hits is None:
             return
-        counts, entries, total = self._c_hits.drain()
+        assert self._hit_tables is not None
+        counts, total = self._c_hits.drain(*self._hit_tables())
         tally = self._counts
         for count, number in counts:
             tally[count] += number
-        add = self._add_hits
-        assert add is not None
-        for entry_id, number, last in entries:
-            add(entry_id, number, last)
         self.hits += total
 
     # --- accounting ----------------------------------------------------------------------

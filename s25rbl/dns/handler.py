@@ -80,7 +80,7 @@ class Responder:
                 self.counts,
                 engine.hits.hit_entry,
                 max_entries=cache_size,
-                add_hits=engine.hits.add,
+                hit_tables=engine.hits.tables,
             )
 
     # --- entry point ---------------------------------------------------------------------

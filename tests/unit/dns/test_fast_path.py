@@ -25,6 +25,7 @@ from typing import Any
 import dnslib
 import pytest
 
+from s25rbl.clock import SystemClock
 from s25rbl.config import Endpoint
 from s25rbl.dns import batch as batch_module
 from s25rbl.dns import fast
@@ -35,6 +36,7 @@ from s25rbl.dns.transport import Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.resolve.rdns import ReverseLookup
+from s25rbl.verdict.hits import HitCounter
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.support.clock import FakeClock
@@ -213,17 +215,12 @@ async def test_the_c_path_answers_hits_without_python() -> None:
         await listeners.stop()
 
 
-def system_cache(
-    max_bytes: int = 1 << 20, monotonic: Any = time.monotonic
-) -> tuple[AnswerCache, Counter[Any]]:
+def system_cache(max_bytes: int = 1 << 20, monotonic: Any = time.monotonic) -> tuple[AnswerCache, HitCounter]:
     snapshot = object()
-    counts: Counter[Any] = Counter()
-    hits: Counter[int] = Counter()
-
-    def add(entry_id: int, count: int, last: float) -> None:
-        hits[entry_id] += count
-
-    cache = AnswerCache(max_bytes, lambda: snapshot, monotonic, counts, lambda entry: None, add_hits=add)
+    hits = HitCounter(SystemClock())
+    cache = AnswerCache(
+        max_bytes, lambda: snapshot, monotonic, Counter(), hits.hit_entry, hit_tables=hits.tables
+    )
     return cache, hits
 
 
@@ -275,6 +272,8 @@ def test_an_expired_entry_is_answered_by_python_and_dropped() -> None:
 
 def test_hits_counted_in_c_reach_the_counters() -> None:
     cache, hits = system_cache()
+    hits.hit_entry(7)  # one counted in Python before: added to
+    hits.hit_entry(8)
     server, client = pair()
     batch = fast.FastBatch(server, 16, cache)
     try:
@@ -287,7 +286,9 @@ def test_hits_counted_in_c_reach_the_counters() -> None:
         assert cache.hits == 0  # not yet drained
         batch.drain()
         assert cache.hits == 5
-        assert hits == Counter({7: 5})
+        taken = hits.take()
+        assert {entry: count for entry, (count, _when) in taken.items()} == {7: 6, 8: 1}
+        assert taken[7][1] >= taken[8][1]  # the last hit's time: C's, later
         assert cache._counts[("blocklist", "127.0.0.2", "blacklist-address")] == 5
     finally:
         batch.close()
