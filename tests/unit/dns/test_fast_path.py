@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import random
 import socket
@@ -32,7 +33,7 @@ from s25rbl.dns import fast
 from s25rbl.dns.answers import AnswerSettings
 from s25rbl.dns.cache import INF, AnswerCache
 from s25rbl.dns.handler import Responder
-from s25rbl.dns.transport import Listeners
+from s25rbl.dns.transport import _PATHS, Listeners
 from s25rbl.dns.zones import ZoneKind, ZoneTable
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.resolve.rdns import ReverseLookup
@@ -190,14 +191,16 @@ async def test_c_batched_and_plain_answers_are_the_same_bytes(host: str) -> None
     assert b_node.responder.cache is not None and cache.hits == b_node.responder.cache.hits
 
 
-async def test_the_c_path_answers_hits_without_python() -> None:
+async def test_the_c_path_answers_hits_without_python(caplog: pytest.LogCaptureFixture) -> None:
     """The second round's hits never reach the handler (it would count them as misses)."""
     node = Node()
     listeners = Listeners(node.responder, (Endpoint("127.0.0.1", 0),), None, 0, 64, True)
-    await listeners.start()
+    with caplog.at_level(logging.INFO, logger="s25rbl.dns.transport"):
+        await listeners.start()
     try:
         reader = listeners.udp[0]
         assert reader.path == "c"
+        assert "UDP answers: " + _PATHS["c"] in caplog.messages
         packets = [p for p in questions() if len(p) < 100]  # lower-case names, no options
         port = listeners.bound[0].port
         await exchange(port, [with_id(p, 1 + i) for i, p in enumerate(packets)])
@@ -394,14 +397,17 @@ async def test_hostile_datagrams_get_the_plain_paths_answers() -> None:
 
 
 async def test_without_the_extension_the_server_answers_on_the_python_path(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(fast, "_EXT", None)
     node = Node()
     listeners = Listeners(node.responder, (Endpoint("127.0.0.1", 0),), None, 0, 64, True)
-    await listeners.start()
+    with caplog.at_level(logging.INFO, logger="s25rbl.dns.transport"):
+        await listeners.start()
     try:
         assert listeners.udp[0].path == "batched"
+        started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("UDP answers:")]
+        assert started == ["UDP answers: " + _PATHS["batched"]]  # said once, at start
         packet = with_id(questions()[0], 77)
         got = await exchange(listeners.bound[0].port, [packet])
         assert dnslib.DNSRecord.parse(got[77]).a.rdata == dnslib.A("127.0.0.3")
