@@ -1,7 +1,7 @@
 """Cached answers, s25rbl against rbldnsd in one run: the same addresses, the same questions.
 
 Usage: .venv/bin/python bench/cached.py [--quick] [--addresses N] [--pairs P] [--duration S]
-       [--udp-batch N] [--bulk-insert]
+       [--udp-batch N] [--no-fast-path] [--bulk-insert]
 
 1. Generates N listed addresses (default 100,000) and N unlisted ones in 100.64.0.0/10, and a
    dnsperf file of 2N questions (default 200,000: half on listed addresses, 90 % A / 10 % TXT,
@@ -50,6 +50,9 @@ def main() -> int:
         "--udp-batch", type=int, help="s25rbl's dns.udp_batch (default: its own, 64; 0: recvfrom/sendto)"
     )
     parser.add_argument(
+        "--no-fast-path", action="store_true", help="s25rbl's dns.fast_path = false: cached answers in Python"
+    )
+    parser.add_argument(
         "--bulk-insert", action="store_true", help="fill the store with one INSERT, not `s25rbl import`"
     )
     args = parser.parse_args()
@@ -63,7 +66,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
 
     with tempfile.TemporaryDirectory(prefix="s25rbl-cached-") as tmp:
-        extra = "" if args.udp_batch is None else f"udp_batch = {args.udp_batch}"
+        extra = "" if args.udp_batch is None else f"udp_batch = {args.udp_batch}\n"
+        if args.no_fast_path:
+            extra += "fast_path = false\n"
         rig = Rig(Path(tmp), count, inflight=args.inflight, cli_import=not args.bulk_insert, dns_extra=extra)
         try:
             rig.start()

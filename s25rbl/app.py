@@ -205,7 +205,9 @@ async def answering(node: DnsNode, *, reuse_port: bool) -> AsyncIterator[Listene
     """The node's DNS listeners, with its lists kept in step and its hit counts written back."""
     dns = node.settings.dns
     tcp = TcpLimits(dns.tcp_idle_timeout, dns.tcp_max_connections, dns.tcp_max_per_prefix)
-    listeners = Listeners(node.responder, dns.listen, tcp, dns.udp_receive_buffer, dns.udp_batch)
+    listeners = Listeners(
+        node.responder, dns.listen, tcp, dns.udp_receive_buffer, dns.udp_batch, dns.fast_path
+    )
     await listeners.start(reuse_port=reuse_port)
     tasks = [
         asyncio.create_task(node.lists.run(), name="list-sync"),

@@ -14,7 +14,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="${1:-fast}"
 stamp=".venv/.s25rbl-installed-$extras"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ s25rbl/dns/_fastpath.c -nt "$stamp" ] ||
+    [ hatch_build.py -nt "$stamp" ]; then  # (the install compiles the C fast path)
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
     touch "$stamp"

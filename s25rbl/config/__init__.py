@@ -58,6 +58,7 @@ class DnsSettings:
     tcp_max_per_prefix: int = 64  # per client /24 or /64
     udp_receive_buffer: int = 4 * 1024 * 1024  # octets asked of the kernel (0: its default)
     udp_batch: int = 64  # datagrams per recvmmsg/sendmmsg call (0 or 1: one per recvfrom/sendto)
+    fast_path: bool = True  # cached UDP answers in C, where the extension was built
     max_udp_payload: int = 1232
     workers: int = 1
     answer_cache_bytes: int = 64 * 1024 * 1024
@@ -193,6 +194,7 @@ _PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "tcp_max_per_prefix": parse_number(int, 1, 1_000_000),
         "udp_receive_buffer": parse_number(int, 0, 1 << 30),
         "udp_batch": parse_number(int, 0, 1024),
+        "fast_path": parse_bool,
         "max_udp_payload": parse_number(int, 512, 4096),
         "workers": parse_number(int, 1, 64),
         "answer_cache_bytes": parse_number(int, 0, 1 << 40),

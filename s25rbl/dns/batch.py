@@ -256,22 +256,30 @@ class UdpBatch:
         return self._names.map[i * NAME : i * NAME + 28]
 
     def _client(self, i: int) -> str:
-        """The client's address as ``recvfrom`` gives it (scoped IPv6 ones with their zone)."""
-        raw = self._name(i)
-        if not self._v6:
-            return socket.inet_ntop(socket.AF_INET, raw[4:8])
-        text = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-        scope = int.from_bytes(raw[24:28], sys.byteorder)
-        if scope:  # with the zone's name, as getnameinfo gives it
-            port = int.from_bytes(raw[2:4], "big")
-            return socket.getnameinfo((text, port, 0, scope), socket.NI_NUMERICHOST)[0]
-        return text
+        return client_text(self._name(i), self._v6)
 
     def address(self, i: int) -> Any:
         """Datagram ``i``'s source address as ``recvfrom`` returns it, for ``sendto``."""
-        raw = self._name(i)
+        return address_of(self._name(i), self._v6)
+
+
+def client_text(raw: bytes, v6: bool) -> str:
+    """The client's address in a raw sockaddr as ``recvfrom`` gives it (scoped IPv6 ones with
+    their zone)."""
+    if not v6:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    text = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    scope = int.from_bytes(raw[24:28], sys.byteorder)
+    if scope:  # with the zone's name, as getnameinfo gives it
         port = int.from_bytes(raw[2:4], "big")
-        if not self._v6:
-            return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
-        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-        return (host, port, int.from_bytes(raw[4:8], "big"), int.from_bytes(raw[24:28], sys.byteorder))
+        return socket.getnameinfo((text, port, 0, scope), socket.NI_NUMERICHOST)[0]
+    return text
+
+
+def address_of(raw: bytes, v6: bool) -> Any:
+    """A raw sockaddr as ``recvfrom`` returns it, for ``sendto``."""
+    port = int.from_bytes(raw[2:4], "big")
+    if not v6:
+        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+    host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return (host, port, int.from_bytes(raw[4:8], "big"), int.from_bytes(raw[24:28], sys.byteorder))

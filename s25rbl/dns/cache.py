@@ -24,14 +24,20 @@ NXDOMAIN answers to well-formed, single-question queries are stored: never an er
 Size is bounded in bytes (and optionally in entries): every key, slot, value and template is
 counted as it is added; when full, the oldest eighth is dropped (insertion order), which
 costs far less memory per entry than an LRU's links.
+
+The C loop of ``s25rbl.dns.fast`` reads the entries too (``entries``), for UDP hits answered
+without Python; the hits it counts are added here by ``drain``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from s25rbl.clock import SystemClock
 
 T = TypeVar("T")
 INF = float("inf")  # "valid until the lists change"; one shared object
@@ -113,6 +119,7 @@ class AnswerCache:
         counts: Counter[CountKey],
         hit_entry: Callable[[int], None],
         max_entries: int | None = None,
+        hit_tables: Callable[[], tuple[dict[int, int], dict[int, float]]] | None = None,
     ) -> None:
         if max_bytes < 4096 or (max_entries is not None and max_entries < 1):
             raise ValueError("an answer cache needs room for at least one entry (4096 bytes)")
@@ -129,6 +136,8 @@ class AnswerCache:
         self._templates: dict[Template, Template] = {}
         self._values: dict[Entry, Entry] = {}
         self._count_keys: dict[CountKey, CountKey] = {}
+        self._hit_tables = hit_tables
+        self._c_hits: Any = None  # what the C loop counted (s25rbl.dns._fastpath.Hits)
         self.hits = 0
         self.misses = 0
         self.expired = 0
@@ -249,6 +258,41 @@ class AnswerCache:
         self._snapshot = self._lists() if lists is None else lists
         self.invalidations += 1
 
+    # --- for the C loop (s25rbl.dns.fast) --------------------------------------------------
+
+    @property
+    def entries(self) -> dict[bytes, Entry]:
+        """The entries by key (a new dict after each ``clear``): for reading only."""
+        return self._entries
+
+    def attach(self, make: Callable[[], Any]) -> Any:
+        """Where the C loop is to count its hits (a ``_fastpath.Hits``, made by ``make`` the
+        first time); None if it must not answer from here: a clock other than the system's
+        (expiry is checked against CLOCK_MONOTONIC), or no way to add entry hits."""
+        if self._hit_tables is None or not _system_monotonic(self._monotonic):
+            return None
+        if self._c_hits is None:
+            self._c_hits = make()
+        return self._c_hits
+
+    def current(self) -> None:
+        """Drop everything if the lists changed: ``answer`` does so on each call, the C loop
+        once per batch."""
+        lists = self._lists()
+        if lists is not self._snapshot:
+            self.clear(lists)
+
+    def drain(self) -> None:
+        """Add the hits the C loop counted to the counters here."""
+        if self._c_hits is None:
+            return
+        assert self._hit_tables is not None
+        counts, total = self._c_hits.drain(*self._hit_tables())
+        tally = self._counts
+        for count, number in counts:
+            tally[count] += number
+        self.hits += total
+
     # --- accounting ----------------------------------------------------------------------
 
     def _cost(self, key: bytes, value: Entry) -> int:
@@ -307,6 +351,11 @@ class AnswerCache:
         self._count_keys[count] = count
         self.bytes += sys.getsizeof(count) + sum(sys.getsizeof(part) for part in count) + SLOT_BYTES
         return count
+
+
+def _system_monotonic(clock: Callable[[], float]) -> bool:
+    """Whether ``clock`` reads ``time.monotonic`` (CLOCK_MONOTONIC, what the C loop reads)."""
+    return clock is time.monotonic or getattr(clock, "__func__", None) is SystemClock.monotonic
 
 
 def _template_bytes(template: Template) -> int:

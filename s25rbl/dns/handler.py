@@ -80,6 +80,7 @@ class Responder:
                 self.counts,
                 engine.hits.hit_entry,
                 max_entries=cache_size,
+                hit_tables=engine.hits.tables,
             )
 
     # --- entry point ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 from s25rbl.config import Endpoint
 from s25rbl.dns.batch import BatchUnsupported, UdpBatch
+from s25rbl.dns.fast import FastBatch
 from s25rbl.dns.handler import Responder
 from s25rbl.dns.tcp import SOCKET_BUFFER, TcpConnection, TcpLimits, TcpServer
 from s25rbl.errors import ListenError
@@ -28,6 +29,13 @@ DEFAULT_UDP_BATCH = 64  # datagrams per recvmmsg/sendmmsg call; below 2: one per
 _FD_RESERVE = 256  # descriptors kept for everything but DNS over TCP: store, upstreams, API
 
 
+_PATHS = {
+    "c": "cached ones in C (the fast path), the rest batched in Python",
+    "batched": "in Python, batched (recvmmsg/sendmmsg; the C fast path is off or not built)",
+    "plain": "in Python, one recvfrom/sendto per datagram",
+}
+
+
 class UdpReader:
     """UDP without a transport: on each readiness event, read up to ``BURST`` datagrams and
     answer each on the same socket, in batches of up to ``batch`` datagrams per system call
@@ -35,20 +43,33 @@ class UdpReader:
     ``recvfrom`` and one ``sendto`` per datagram (also with ``batch`` below 2, and from the
     first error that says the batched calls do not work here).
 
-    Per datagram this saves the transport's callback and bookkeeping, which on a cache hit is
-    most of the work left in Python. A reply the socket cannot take at once (send buffer
-    full) is dropped, as a router would drop it: the client's retry is the DNS answer to loss.
+    With ``fast_path`` (and the C extension built, ``s25rbl.dns.fast``) cache hits are
+    answered in C, the rest in Python as above; a failure there falls back to Python's
+    batches. Per datagram this saves the transport's callback and bookkeeping. A reply the
+    socket cannot take at once (send buffer full) is dropped, as a router would drop it: the
+    client's retry is the DNS answer to loss.
     """
 
     BURST = 64
 
-    def __init__(self, sock: socket.socket, responder: Responder, batch: int = DEFAULT_UDP_BATCH) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        responder: Responder,
+        batch: int = DEFAULT_UDP_BATCH,
+        fast_path: bool = True,
+    ) -> None:
         self._sock = sock
         self._responder = responder
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._dropped = 0
-        self._batch = UdpBatch.create(sock, batch)
+        self._batch: UdpBatch | FastBatch | None = None
+        self._batch_size = batch
+        if fast_path:
+            self._batch = FastBatch.create(sock, batch, responder.cache)
+        if self._batch is None:
+            self._batch = UdpBatch.create(sock, batch)
         self._loop.add_reader(
             sock.fileno(), self._readable if self._batch is None else self._readable_batched
         )
@@ -57,6 +78,14 @@ class UdpReader:
     def batched(self) -> bool:
         """Whether datagrams are read and answered in batches (now)."""
         return self._batch is not None
+
+    @property
+    def path(self) -> str:
+        """How datagrams are answered now: "c" (cache hits in C, batched), "batched" (Python,
+        recvmmsg/sendmmsg) or "plain" (Python, recvfrom/sendto)."""
+        if self._batch is None:
+            return "plain"
+        return "c" if isinstance(self._batch, FastBatch) else "batched"
 
     @property
     def dropped(self) -> int:
@@ -70,12 +99,17 @@ class UdpReader:
             cached = None if cache is None else cache.answer
             self._batch.serve(cached, self._responder.handle_uncached, self._later)
         except BatchUnsupported as exc:
-            log.warning("batched UDP failed (%s): one datagram per system call from now on", exc)
-            self._dropped += self._batch.dropped
-            self._batch.close()
-            self._batch = None
-            self._loop.remove_reader(self._sock.fileno())
-            self._loop.add_reader(self._sock.fileno(), self._readable)
+            failed = self._batch
+            self._dropped += failed.dropped
+            failed.close()
+            # The C path failed: Python's batches may still work (if not, they fail next).
+            self._batch = (
+                UdpBatch.create(self._sock, self._batch_size) if isinstance(failed, FastBatch) else None
+            )
+            log.warning("UDP answers failed (%s): answered on the %s path from now on", exc, self.path)
+            if self._batch is None:
+                self._loop.remove_reader(self._sock.fileno())
+                self._loop.add_reader(self._sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         recvfrom, sendto, handle = self._sock.recvfrom, self._sock.sendto, self._responder.handle
@@ -204,8 +238,10 @@ class Listeners:
         tcp: TcpLimits | None = None,
         udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER,
         udp_batch: int = DEFAULT_UDP_BATCH,
+        fast_path: bool = True,
     ) -> None:
         self._responder = responder
+        self._fast_path = fast_path
         self._endpoints = endpoints
         self._tcp_limits = tcp or TcpLimits()
         self._udp_receive_buffer = udp_receive_buffer
@@ -244,7 +280,10 @@ class Listeners:
                     self._udp_receive_buffer,
                     "" if granted >= self._udp_receive_buffer else " (raise net.core.rmem_max)",
                 )
-            self._udp.append(UdpReader(udp_sock, self._responder, self._udp_batch))
+            reader = UdpReader(udp_sock, self._responder, self._udp_batch, self._fast_path)
+            if not self._udp:
+                log.info("UDP answers: %s", _PATHS[reader.path])
+            self._udp.append(reader)
             server = await loop.create_server(lambda: TcpConnection(tcp), sock=tcp_sock, backlog=512)
             self._servers.append(server)
             self.bound.append(Endpoint(endpoint.host, port))

@@ -68,7 +68,7 @@ BLOCKED = "198.51.100.99"  # blacklisted through the API
 # The README's commands, as the test mirrors them (checked to be in the README, word for word).
 README_COMMANDS = (
     "python3 -m venv /opt/s25rbl",
-    "/opt/s25rbl/bin/pip install './dist/s25rbl-0.1.0-py3-none-any.whl[fast]'",
+    '/opt/s25rbl/bin/pip install "$(ls ./dist/s25rbl-0.1.0-*.whl)[fast]"',
     "ln -s /opt/s25rbl/bin/s25rbl /usr/local/bin/s25rbl",
     "s25rbl man > /usr/local/share/man/man1/s25rbl.1",
     "s25rbl completion bash > /etc/bash_completion.d/s25rbl",

@@ -202,6 +202,13 @@ def test_udp_batching_is_on_by_default_and_can_be_turned_off() -> None:
         load_settings(environ={**BASE, "S25RBL_DNS__UDP_BATCH": "5000"})
 
 
+def test_the_c_fast_path_is_on_by_default_and_can_be_turned_off() -> None:
+    assert load_settings(environ=BASE).dns.fast_path is True
+    assert load_settings(environ={**BASE, "S25RBL_DNS__FAST_PATH": "false"}).dns.fast_path is False
+    with pytest.raises(ConfigError, match="fast_path"):
+        load_settings(environ={**BASE, "S25RBL_DNS__FAST_PATH": "sometimes"})
+
+
 # --- [policy] ----------------------------------------------------------------------------
 
 

@@ -240,9 +240,12 @@ class _Failing:
 # --- the listener: the same answers either way, and the fallback ----------------------------
 
 
-async def answers(host: str, batch: int, packets: list[bytes]) -> tuple[dict[int, bytes], bool]:
-    """Every answer by ID to ``packets`` sent at once, and whether the listener batched."""
-    listeners = Listeners(make_responder(), (Endpoint(host, 0),), None, 0, batch)
+async def answers(
+    host: str, batch: int, packets: list[bytes], fast_path: bool = False
+) -> tuple[dict[int, bytes], bool]:
+    """Every answer by ID to ``packets`` sent at once, and whether the listener batched
+    (in Python, unless ``fast_path``: the C path's own tests are in test_fast_path.py)."""
+    listeners = Listeners(make_responder(), (Endpoint(host, 0),), None, 0, batch, fast_path)
     await listeners.start()
     try:
         batched = listeners.udp[0].batched
@@ -294,9 +297,11 @@ async def test_batched_answers_are_the_plain_answers_byte_for_byte(host: str) ->
     packets = mixed_packets()
     batched, was_batched = await answers(host, 64, packets)
     plain, was_plain = await answers(host, 0, packets)
-    assert was_batched and not was_plain
+    in_c, was_c = await answers(host, 64, packets, fast_path=True)
+    assert was_batched and was_c and not was_plain
     assert len(batched) == len(packets)
     assert batched == plain
+    assert in_c == plain
 
 
 async def test_batching_unavailable_falls_back_to_recvfrom(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,7 +312,7 @@ async def test_batching_unavailable_falls_back_to_recvfrom(monkeypatch: pytest.M
 
 
 async def test_a_batch_that_fails_at_run_time_falls_back_and_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    listeners = Listeners(make_responder(), (Endpoint("127.0.0.1", 0),), None, 0, 64)
+    listeners = Listeners(make_responder(), (Endpoint("127.0.0.1", 0),), None, 0, 64, False)
     await listeners.start()
     try:
         reader = listeners.udp[0]
