@@ -39,6 +39,20 @@ def _insert_ignoring_duplicates(session: AsyncSession, model: Any, keys: list[st
     return module.insert(model.__table__).on_conflict_do_nothing(index_elements=keys)
 
 
+INSERT_SLICE = 64  # rows per statement: the event loop serves requests between slices
+
+
+async def _insert_in_slices(session: AsyncSession, model: Any, keys: list[str], rows: Sequence[Row]) -> None:
+    """Insert ``rows`` ignoring duplicates, in statements of at most INSERT_SLICE rows: each
+    statement's rows are prepared on the event loop in one go (~15 µs a row), so a batch of a
+    thousand in one statement would hold every request back for ~15 ms."""
+    if not rows:
+        return
+    statement = _insert_ignoring_duplicates(session, model, keys)
+    for start in range(0, len(rows), INSERT_SLICE):
+        await session.execute(statement, list(rows[start : start + INSERT_SLICE]))
+
+
 def _count(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -189,9 +203,7 @@ class TripletRepository:
 
     async def create(self, rows: Sequence[Row]) -> None:
         """Insert the triplets not present yet; one that is present keeps its first attempt."""
-        if rows:
-            statement = _insert_ignoring_duplicates(self.session, GreylistTriplet, ["key"])
-            await self.session.execute(statement, list(rows))
+        await _insert_in_slices(self.session, GreylistTriplet, ["key"], rows)
 
     async def reset(self, key: str, at: datetime, older_than: datetime) -> int:
         """An unpassed triplet whose first attempt is older than ``older_than`` starts afresh."""
@@ -279,9 +291,7 @@ class TarpitRepository:
 
     async def start(self, rows: Sequence[Row]) -> None:
         """Record tarpitted sessions; a session recorded already stays as it is."""
-        if rows:
-            statement = _insert_ignoring_duplicates(self.session, TarpitRecord, ["client_ip", "instance"])
-            await self.session.execute(statement, list(rows))
+        await _insert_in_slices(self.session, TarpitRecord, ["client_ip", "instance"], rows)
 
     async def survive(self, client_ip: str, instance: str, at: datetime) -> bool:
         result = await self.session.execute(
