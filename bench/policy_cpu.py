@@ -127,6 +127,27 @@ async def measure(work: Path, rounds: int, count: int, profile: str | None = Non
 
     print(f"  {'parse alone':<12} {best(rounds, count, parse):6.1f}", flush=True)
 
+    # A request whose state is not in memory reads it from the store by a plain call (SQLite):
+    # what one read of a triplet and of a client's last tarpit costs, for rows that exist.
+    key = Triplet.of(
+        __import__("ipaddress").ip_address(CLIENTS["listed"][0]),
+        "user1@sender-2.example",
+        "rcpt3@example.test",
+        settings,
+    ).key
+    assert reads.read_triplet_now(key) is not None
+
+    def read_triplet(n: int) -> None:
+        for _ in range(n):
+            reads.read_triplet_now(key)
+
+    def read_client(n: int) -> None:
+        for _ in range(n):
+            reads.read_client_now("100.64.0.18")
+
+    print(f"  {'store read, triplet':<12} {best(rounds, count // 4, read_triplet):6.1f}", flush=True)
+    print(f"  {'store read, client':<12} {best(rounds, count // 4, read_client):6.1f}", flush=True)
+
     for size in (1, 30):
         made = 0
 

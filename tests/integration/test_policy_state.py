@@ -27,6 +27,7 @@ from s25rbl.service.policy import PolicyReads, TripletWrite
 from s25rbl.store.db import Store, migrate
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.models import AuditEvent, Entry, GreylistTriplet, PolicyPass, TarpitRecord
+from s25rbl.store.policy import INSERT_SLICE
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
@@ -274,6 +275,21 @@ async def test_only_clients_s25rbl_lists_by_its_rules_are_learned_from_passes(
     # The third came after the second taught it: used up too, so that it does not count
     # towards learning the address again after a revocation.
     assert all(p.learned_at is not None for p in passes)
+
+
+async def test_a_batch_larger_than_one_insert_statement_keeps_every_row(
+    make_node: NodeFactory, store: Store, clock: FakeClock
+) -> None:
+    """Inserts go in slices of INSERT_SLICE rows: a batch of several slices stores every
+    triplet of it, once."""
+    node = await make_node(mode="rgrey")
+    count = INSERT_SLICE * 2 + 7
+    for n in range(count):
+        await node.ask("RCPT", DYNAMIC[0], f"s{n}", recipient=f"rcpt{n}@example.test")
+    assert node.state.queued == count  # one batch
+    await node.state.flush()
+    stored = await rows(store, GreylistTriplet)
+    assert sorted(t.recipient for t in stored) == sorted(f"rcpt{n}@example.test" for n in range(count))
 
 
 async def test_a_revoked_address_needs_learn_after_new_passes(

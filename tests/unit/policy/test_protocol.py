@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
@@ -35,6 +36,27 @@ def test_requests_are_cut_at_their_empty_line_however_the_bytes_arrive(
         if block:
             assert parse_attributes(block)["client_address"] == "192.0.2.7"
     assert framer.pending == (len(b"".join(chunks)) if count == 0 else 0)
+
+
+def test_a_stream_is_cut_the_same_in_one_read_in_pieces_and_byte_by_byte() -> None:
+    """A whole request in one read takes a shortcut; every stream must be cut as the general
+    path cuts it (empty requests, CR LF, a request after an empty line, incomplete tails)."""
+    pieces = [b"a=b", b"\n", b"\r\n", b"\n\n", b"x=", b"=", b"\r"]
+    rng = random.Random(25)
+    shortcut_taken = 0
+    for _ in range(5000):
+        stream = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        by_byte = Framer()
+        expected = [block for i in range(len(stream)) for block in by_byte.feed(stream[i : i + 1])]
+        whole = Framer()
+        assert whole.feed(stream) == expected, stream
+        assert whole.pending == by_byte.pending
+        cut = rng.randint(0, len(stream))
+        pieces_framer = Framer()
+        in_two = pieces_framer.feed(stream[:cut]) + pieces_framer.feed(stream[cut:])
+        assert in_two == expected, (stream, cut)
+        shortcut_taken += stream.find(b"\n\n") == len(stream) - 2 > 0 and b"\r" not in stream
+    assert shortcut_taken > 20  # the shortcut was exercised, not only the general path
 
 
 def test_a_request_over_64_kib_cannot_be_read() -> None:
