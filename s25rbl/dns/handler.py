@@ -60,8 +60,9 @@ class Fresh(asyncio.Future[bytes | None]):
     given_up: Callable[[], None] | None = None
 
     def cancel(self, msg: Any | None = None) -> bool:
-        if self.given_up is not None and not self.done():
-            self.given_up()
+        given_up, self.given_up = self.given_up, None
+        if given_up is not None and not self.done():
+            given_up()
         return super().cancel(msg)
 
 
@@ -153,6 +154,7 @@ class Responder:
         def looked_up(result: RdnsResult | BaseException, cached: bool) -> None:
             if future.done():
                 return
+            future.given_up = None  # (it refers back to this function: no cycle left behind)
             if isinstance(result, asyncio.CancelledError):
                 future.cancel()
                 return

@@ -291,6 +291,7 @@ class Lookup:
 
     def _end(self) -> None:
         self.done = True
+        self._current = None  # (it holds the pending entry, which holds this lookup)
         # Identity check: an answered id may already belong to another lookup.
         for pending, qid, entry in self._outstanding:
             if pending.get(qid) is entry:
@@ -301,7 +302,8 @@ class Lookup:
 
     def _finish(self, result: LookupResult) -> None:
         self._end()
-        for done in self.waiters:
+        waiters, self.waiters = self.waiters, []
+        for done in waiters:
             try:
                 done(result)
             except Exception:
