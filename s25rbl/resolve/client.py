@@ -77,10 +77,11 @@ class StubResolver:
         self.refused = 0  # lookups answered TIMEOUT at once: max_lookups in flight already
 
     def ask(self, name: str, rdtype: int, done: Done) -> Lookup | None:
-        """Look ``name`` up; ``done(result)`` is called once with the result, never before
-        this returns. Returns the lookup to ``cancel`` if the answer is no longer wanted
-        (None: answered TIMEOUT already, closed or too many in flight). ValueError for a
-        name that cannot be asked."""
+        """Look ``name`` up; ``done(result)`` is called once with the result: from the event
+        loop, or before this returns if every attempt failed at once (no socket would send).
+        Returns the lookup to ``cancel`` if the answer is no longer wanted (None: TIMEOUT is
+        on its way, closed or too many in flight). ValueError for a name that cannot be
+        asked."""
         if rdtype not in SUPPORTED:
             raise ValueError(f"unsupported query type {rdtype}")
         qwire = encode_query_name(name)

@@ -190,7 +190,7 @@ class Job:
                     self._ask(name, rdtype, _Forward(self, i))
                 except ValueError:
                     self._left -= 1  # not a name that can be looked up: stays None
-            if not self._left:
+            if not self._left and not self.done:  # (every answer may already be in)
                 self._confirm()
         except Exception as exc:
             self._crash(exc)
