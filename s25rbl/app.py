@@ -1,10 +1,9 @@
 """The composition root: the only module that knows every part and how they are wired.
 
-A DNS node is built once (``dns_node``): the store, the lists kept in step with it, reverse
-lookups, the verdict engine and the DNS responder. ``serve`` answers with it on its
-listeners and adds the rest of a full node (extra DNS worker processes, the expiry job, the
-REST API); each extra DNS worker process (``dns_worker``), and ``serve --dns-only``, build
-the same node and answer DNS only. Parts reach each other through what they are handed here.
+A DNS node is built once (``dns_node``): the store, the lists kept in step with it, reverse lookups,
+the verdict engine and the DNS responder. ``serve`` answers with it and adds the rest of a full node
+(extra DNS workers, the expiry job, the REST API); an extra DNS worker (``dns_worker``) and ``serve
+--dns-only`` build the same node and answer DNS only. Parts meet through what they are handed here.
 """
 
 from __future__ import annotations
@@ -205,9 +204,8 @@ async def answering(node: DnsNode, *, reuse_port: bool) -> AsyncIterator[Listene
     """The node's DNS listeners, with its lists kept in step and its hit counts written back."""
     dns = node.settings.dns
     tcp = TcpLimits(dns.tcp_idle_timeout, dns.tcp_max_connections, dns.tcp_max_per_prefix)
-    listeners = Listeners(
-        node.responder, dns.listen, tcp, dns.udp_receive_buffer, dns.udp_batch, dns.fast_path
-    )
+    udp = (dns.udp_receive_buffer, dns.udp_batch, dns.fast_path)
+    listeners = Listeners(node.responder, dns.listen, tcp, *udp)
     await listeners.start(reuse_port=reuse_port)
     tasks = [
         asyncio.create_task(node.lists.run(), name="list-sync"),

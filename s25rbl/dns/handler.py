@@ -11,10 +11,11 @@ cached) and is logged: a bug in one query never takes the listener down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from s25rbl.dns.answers import Answers, AnswerSettings, CountKey, Query
 from s25rbl.dns.cache import INF, AnswerCache
@@ -31,6 +32,7 @@ from s25rbl.dns.zones import (
 from s25rbl.errors import Drop
 from s25rbl.lists.domains import is_domain_level
 from s25rbl.lists.values import IPAddress
+from s25rbl.resolve.rdns import RdnsResult
 from s25rbl.verdict.model import Step, Verdict
 from s25rbl.verdict.pipeline import VerdictEngine
 from s25rbl.wire import message as wire
@@ -50,6 +52,18 @@ class Reply(NamedTuple):
     stat: CountKey  # the responder.counts key
     expires: float | None = None  # None: never reuse; cache.INF: until the lists change
     entry_id: int | None = None  # the list entry that decided, counted again on each reuse
+
+
+class Fresh(asyncio.Future[bytes | None]):
+    """The answer to a question whose verdict waits for a reverse lookup."""
+
+    given_up: Callable[[], None] | None = None
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        given_up, self.given_up = self.given_up, None
+        if given_up is not None and not self.done():
+            given_up()
+        return super().cancel(msg)
 
 
 class Responder:
@@ -113,7 +127,54 @@ class Responder:
             reply = self._internal_error(query)
         if isinstance(reply, Reply):
             return self._finish(data, tcp, query, lists, reply)
-        return self._finish_later(data, tcp, query, lists, reply)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called from outside the loop: the same work once awaited in it
+            return self._fresh_later(data, tcp, query, lists, reply)
+        return self._fresh(loop, data, tcp, query, lists, reply)
+
+    async def _fresh_later(
+        self, data: bytes, tcp: bool, query: Query, lists: object, ip: IPAddress
+    ) -> bytes | None:
+        return await self._fresh(asyncio.get_running_loop(), data, tcp, query, lists, ip)
+
+    def _fresh(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        data: bytes,
+        tcp: bool,
+        query: Query,
+        lists: object,
+        ip: IPAddress,
+    ) -> Fresh:
+        """The answer once ``ip``'s reverse lookup is done: a future the lookup's callback
+        completes (no task of its own); cancelling it gives the lookup up."""
+        rdns = self.engine.rdns
+        future = Fresh(loop=loop)
+
+        def looked_up(result: RdnsResult | BaseException, cached: bool) -> None:
+            if future.done():
+                return
+            future.given_up = None  # (it refers back to this function: no cycle left behind)
+            if isinstance(result, asyncio.CancelledError):
+                future.cancel()
+                return
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                verdict = self.engine.decide_looked_up(ip, result, cached=cached)
+                reply = self._verdict(query, verdict, self._valid_until(ip, verdict))
+            except Exception:
+                reply = self._internal_error(query)
+            future.set_result(self._finish(data, tcp, query, lists, reply))
+
+        future.given_up = lambda: rdns.cancel(ip, looked_up)
+        try:
+            rdns.start(ip, query.client, looked_up)
+        except Exception:
+            if not future.done():
+                future.set_result(self._finish(data, tcp, query, lists, self._internal_error(query)))
+        return future
 
     def _finish(self, data: bytes, tcp: bool, query: Query, lists: object, reply: Reply) -> bytes:
         self.counts[reply.stat] += 1
@@ -130,15 +191,6 @@ class Responder:
             )
         return reply.response
 
-    async def _finish_later(
-        self, data: bytes, tcp: bool, query: Query, lists: object, later: Awaitable[Reply]
-    ) -> bytes | None:
-        try:
-            reply = await later
-        except Exception:
-            reply = self._internal_error(query)
-        return self._finish(data, tcp, query, lists, reply)
-
     def _internal_error(self, query: Query) -> Reply:
         request = query.request
         log.exception("internal error answering %r type %d", b".".join(request.labels), request.qtype)
@@ -151,7 +203,8 @@ class Responder:
 
     # --- routing -------------------------------------------------------------------------
 
-    def _dispatch(self, query: Query) -> Reply | Awaitable[Reply]:
+    def _dispatch(self, query: Query) -> Reply | IPAddress:
+        """The reply, or the address whose verdict needs a reverse lookup first."""
         request = query.request
         if request.error is not None:
             kind = "formerr" if request.error == wire.FORMERR else "notimp"
@@ -181,12 +234,7 @@ class Responder:
         verdict = self.engine.decide_fast(ip)
         if verdict is not None:
             return self._verdict(query, verdict, self._valid_until(ip, verdict))
-        return self._verdict_later(query, ip)
-
-    async def _verdict_later(self, query: Query, ip: IPAddress) -> Reply:
-        # decide_fast found nothing in steps 1-3: only the lookup and what follows remain.
-        verdict = await self.engine.decide_after_lists(ip, query.client)
-        return self._verdict(query, verdict, self._valid_until(ip, verdict))
+        return ip  # decide_fast found nothing in steps 1-3: the lookup and what follows
 
     def _valid_until(self, ip: IPAddress, verdict: Verdict) -> float | None:
         """How long an answer from ``verdict`` stays right: one from the lists alone until

@@ -8,22 +8,24 @@ A/AAAA records contain the address again (forward-confirmed).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import functools
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from s25rbl.clock import Clock, SystemClock
 from s25rbl.lists.values import IPAddress
-from s25rbl.resolve.codec import AAAA, PTR, A, LookupResult, LookupStatus, Resolver, reverse_name
+from s25rbl.resolve.codec import LookupResult, LookupStatus, Resolver
+from s25rbl.resolve.confirm import Asker, Job, LookupStats, RdnsResult
 from s25rbl.resolve.fairness import FairSlots, Ticket, prefix, querier_prefix
+from s25rbl.resolve.timers import Timers
+
+__all__ = ["MAX_CACHE_TTL", "TEMPFAIL_CACHE_TTL", "LookupStats", "RdnsResult", "ReverseLookup"]
 
 log = logging.getLogger(__name__)
 
 MAX_CACHE_TTL = 3600  # an hour: PTR data changes rarely, but a fixed pool gets reassigned
 TEMPFAIL_CACHE_TTL = 5  # shields a failing upstream from a retry storm, yet recovers fast
-_TEMPORARY = (LookupStatus.SERVFAIL, LookupStatus.TIMEOUT)
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # What a cache entry costs besides its result's tuples and strings (CPython 3.11, 64-bit): a
 # dict slot (up to ~100 bytes just after the table doubled), the address object that keys it
@@ -31,34 +33,19 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 _ENTRY_BYTES = 104 + 100 + sys.getsizeof((0.0, None)) + sys.getsizeof(0.0) + 96
 _OVERLOADED = ("overloaded: too many lookups in flight",)
 
-
-@dataclass(frozen=True, slots=True)
-class RdnsResult:
-    """The reverse lookup of one address: PTR names and which of them are forward-confirmed."""
-
-    names: tuple[str, ...] = ()
-    confirmed: tuple[str, ...] = ()
-    tempfail: bool = False
-    notes: tuple[str, ...] = ()
-    ttl: int = 0
-
-    def size(self) -> int:
-        """Roughly what this result holds in memory, in bytes (its tuples and strings)."""
-        strings = {id(text): text for part in (self.names, self.confirmed, self.notes) for text in part}
-        tuples = sum(sys.getsizeof(part) for part in (self.names, self.confirmed, self.notes) if part)
-        return tuples + sum(sys.getsizeof(text) for text in strings.values())
+# Who waits for a lookup: the result and whether it came from the cache, or the exception.
+Waiter = Callable[["RdnsResult | BaseException", bool], None]
 
 
-@dataclass(slots=True)
-class LookupStats:
-    """How reverse lookups ended, counted since start."""
+class _Running:
+    """A job in flight and everyone waiting for its result."""
 
-    fresh: int = 0
-    cache_hits: int = 0
-    coalesced: int = 0
-    tempfail: int = 0
-    overload: int = 0
-    deadline: int = 0
+    __slots__ = ("job", "ticket", "waiters")
+
+    def __init__(self, job: Job, ticket: Ticket, waiter: Waiter) -> None:
+        self.job = job
+        self.ticket = ticket
+        self.waiters = [waiter]
 
 
 class ReverseLookup:
@@ -94,7 +81,9 @@ class ReverseLookup:
         self._clock = clock or SystemClock()
         # Insertion order is eviction order: the oldest eighth goes when full.
         self._cache: dict[IPAddress, tuple[float, RdnsResult]] = {}
-        self._inflight: dict[IPAddress, asyncio.Future[RdnsResult]] = {}
+        self._inflight: dict[IPAddress, _Running] = {}
+        self._asker = Asker(resolver)
+        self._timers: Timers | None = None
         share = per_prefix if per_prefix is not None else max(4, max_inflight // 8)
         self.slots = FairSlots(max_inflight, max_inflight, share)
         self.stats = LookupStats()
@@ -123,118 +112,120 @@ class ReverseLookup:
         return item[0]
 
     async def close(self) -> None:
-        for future in self._inflight.values():
-            future.cancel()
+        for running in list(self._inflight.values()):
+            running.job.abort()
+            self._release(running)
+            for waiter in running.waiters:
+                waiter(asyncio.CancelledError(), False)
+        if self._timers is not None:
+            self._timers.close()
         await self._resolver.close()
 
-    async def lookup(self, ip: IPAddress, querier: str | None = None) -> tuple[RdnsResult, bool]:
-        """The reverse lookup of ``ip`` and whether it came from the cache; ``querier`` is the
-        address of the DNS client that asked (None: asked from here, by the API or the CLI)."""
+    def start(self, ip: IPAddress, querier: str | None, waiter: Waiter) -> None:
+        """The reverse lookup of ``ip`` for ``querier`` (the address of the DNS client that
+        asked; None: asked from here, by the API or the CLI): ``waiter(result, cached)`` is
+        called once, possibly before this returns; with the exception instead of a result if
+        the lookup failed with one (a bug) or was given up (CancelledError)."""
         hit = self.cached(ip)
         if hit is not None:
-            return hit, True
-        pending = self._inflight.get(ip)
-        if pending is not None:
+            waiter(hit, True)
+            return
+        running = self._inflight.get(ip)
+        if running is not None:
             self.stats.coalesced += 1
-            try:
-                return await asyncio.shield(pending), False
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not pending.cancelled() or (task is not None and task.cancelling()):
-                    raise
-                # The lookup we joined was cancelled with the client that started it (its
-                # connection closed): this one still wants the answer, so it asks again.
-                return await self.lookup(ip, querier)
+            running.waiters.append(waiter)
+            return
         ticket = self.slots.enter(querier_prefix(querier) if querier is not None else None, prefix(ip))
         if ticket is None:
             # A flood of random addresses: answer "temporarily failed" at once rather than
             # queue without bound; the MTA defers and retries, which is the S25R way anyway.
             self.stats.overload += 1
-            return RdnsResult(tempfail=True, notes=_OVERLOADED), False
-        future: asyncio.Future[RdnsResult] = asyncio.get_running_loop().create_future()
-        self._inflight[ip] = future
+            waiter(RdnsResult(tempfail=True, notes=_OVERLOADED), False)
+            return
+        job = Job(
+            ip,
+            self._asker,
+            self.stats,
+            self._clock,
+            self._deadline,
+            self._max_names,
+            self._failure,
+            self._done,
+        )
+        running = self._inflight[ip] = _Running(job, ticket, waiter)
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = Timers(asyncio.get_running_loop(), (self._deadline,))
+        # The deadline covers the wait for a slot too: an answer late is an answer lost.
+        job.arm(timers)
+        future = ticket.future
+        if future is None:
+            job.run()
+        else:
+            future.add_done_callback(functools.partial(self._granted, running))
+
+    def cancel(self, ip: IPAddress, waiter: Waiter) -> None:
+        """``waiter`` no longer wants the result of ``ip``'s lookup; one nobody waits for stops
+        and gives its slot back."""
+        running = self._inflight.get(ip)
+        if running is None or waiter not in running.waiters:
+            return
+        running.waiters.remove(waiter)
+        if not running.waiters:
+            running.job.abort()
+            self._release(running)
+
+    async def lookup(self, ip: IPAddress, querier: str | None = None) -> tuple[RdnsResult, bool]:
+        """The reverse lookup of ``ip`` and whether it came from the cache; ``querier`` is the
+        address of the DNS client that asked (None: asked from here, by the API or the CLI)."""
+        future: asyncio.Future[tuple[RdnsResult, bool]] = asyncio.get_running_loop().create_future()
+        waiter = functools.partial(_settle, future)
+        self.start(ip, querier, waiter)
         try:
-            result, keep = await self._run(ip, ticket)
-            future.set_result(result)
+            return await future
         except asyncio.CancelledError:
-            future.cancel()
+            self.cancel(ip, waiter)
             raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[ip]
+
+    def _granted(self, running: _Running, future: asyncio.Future[bool]) -> None:
+        if running.job.done or self._inflight.get(running.job.ip) is not running:
+            return
+        if future.cancelled() or not future.result():
+            # Its place in line went to a querier with fewer waiters (see fairness).
+            self.stats.overload += 1
+            running.job.abort()
+            self._release(running)
+            self._hand_out(running, RdnsResult(tempfail=True, notes=_OVERLOADED), False)
+            return
+        running.job.run()
+
+    def _done(self, job: Job, result: RdnsResult, keep: bool) -> None:
+        running = self._inflight.get(job.ip)
+        if running is None or running.job is not job:
+            return
+        if job.error is None and self._observe is not None:
+            self._observe(self._clock.monotonic() - job.start, job.outcome)
+        self._release(running)
+        if job.error is not None:
+            for waiter in running.waiters:
+                waiter(job.error, False)
+            return
         if keep:
-            self._store(ip, result)
-        return result, False
+            self._store(job.ip, result)
+        self._hand_out(running, result, False)
 
-    async def _run(self, ip: IPAddress, ticket: Ticket) -> tuple[RdnsResult, bool]:
-        """The lookup once it holds a slot, and whether its result may be cached."""
-        start = self._clock.monotonic()
-        try:
-            # The deadline covers the wait for a slot too: an answer late is an answer lost.
-            async with asyncio.timeout(self._deadline):
-                if not await self.slots.wait(ticket):
-                    # Its place in line went to a querier with fewer waiters (see fairness).
-                    self.stats.overload += 1
-                    return RdnsResult(tempfail=True, notes=_OVERLOADED), False
-                self.stats.fresh += 1
-                result = await self._resolve(ip)
-            if self._observe is not None:
-                outcome = (
-                    "tempfail" if result.tempfail else "confirmed" if result.confirmed else "unconfirmed"
-                )
-                self._observe(self._clock.monotonic() - start, outcome)
-            return result, True
-        except TimeoutError:
-            self.stats.deadline += 1
-            self.stats.tempfail += 1
-            elapsed = self._clock.monotonic() - start
-            if self._observe is not None:
-                self._observe(elapsed, "deadline")
-            note = f"deadline of {self._deadline:g} s passed after {elapsed:.2f} s"
-            return RdnsResult(tempfail=True, notes=(note,)), True
-        finally:
-            self.slots.leave(ticket)
+    def _release(self, running: _Running) -> None:
+        self.slots.leave(running.ticket)
+        if self._inflight.get(running.job.ip) is running:
+            del self._inflight[running.job.ip]
 
-    async def _resolve(self, ip: IPAddress) -> RdnsResult:
-        try:
-            ptr = await self._resolver.lookup(reverse_name(ip), PTR)
-        except ValueError as exc:
-            return RdnsResult(notes=(f"PTR lookup impossible: {exc}",))
-        if ptr.status in _TEMPORARY:
-            self.stats.tempfail += 1
-            return RdnsResult(tempfail=True, notes=(f"PTR lookup: {self._failure(ptr)}",))
-        if ptr.status is not LookupStatus.OK or not ptr.values:
-            return RdnsResult(notes=(f"PTR lookup: {ptr.status.value}",), ttl=ptr.ttl)
-        names = tuple(dict.fromkeys(n.lower().rstrip(".") for n in ptr.values if n.strip(".")))
-        notes: list[str] = []
-        if len(names) > self._max_names:
-            notes.append(f"{len(names)} PTR names; only the first {self._max_names} were checked")
-            names = names[: self._max_names]
-        rdtype = A if ip.version == 4 else AAAA
-        forward = await asyncio.gather(*(self._forward(name, rdtype) for name in names))
-        confirmed: list[str] = []
-        ttl = ptr.ttl
-        temporary = False
-        for name, result in zip(names, forward, strict=True):
-            if result is None:
-                notes.append(f"{name}: not a name that can be looked up")
-                continue
-            if result.status in _TEMPORARY:
-                temporary = True
-                notes.append(f"{name}: forward lookup {self._failure(result)}")
-                continue
-            ttl = min(ttl, result.ttl)
-            if result.status is LookupStatus.OK and _contains(result, ip):
-                confirmed.append(name)
-            else:
-                notes.append(f"{name}: forward lookup does not give {ip} ({result.status.value})")
-        if temporary and not confirmed:
-            self.stats.tempfail += 1
-            return RdnsResult(names=names, tempfail=True, notes=tuple(notes))
-        return RdnsResult(names=names, confirmed=tuple(confirmed), notes=tuple(notes), ttl=ttl)
+    @staticmethod
+    def _hand_out(running: _Running, result: RdnsResult, cached: bool) -> None:
+        for waiter in running.waiters:
+            try:
+                waiter(result, cached)
+            except Exception:
+                log.exception("error handing a reverse lookup's result on")
 
     def _failure(self, result: LookupResult) -> str:
         """A temporary failure as a note says it: a timeout where the upstreams refused the
@@ -243,12 +234,6 @@ class ReverseLookup:
         if result.status is LookupStatus.TIMEOUT and refusing is not None and (where := refusing()):
             return f"refused by {', '.join(where)} (connection refused: no DNS server listens there)"
         return result.status.value
-
-    async def _forward(self, name: str, rdtype: int) -> LookupResult | None:
-        try:
-            return await self._resolver.lookup(name, rdtype)
-        except ValueError:
-            return None
 
     def _store(self, ip: IPAddress, result: RdnsResult) -> None:
         if self._max_bytes <= 0:
@@ -288,11 +273,15 @@ class ReverseLookup:
         self.cache_bytes_used -= freed
 
 
-def _contains(result: LookupResult, ip: IPAddress) -> bool:
-    for value in result.values:
-        try:
-            if ipaddress.ip_address(value) == ip:
-                return True
-        except ValueError:
-            continue
-    return False
+def _settle(
+    future: asyncio.Future[tuple[RdnsResult, bool]], result: RdnsResult | BaseException, cached: bool
+) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        if isinstance(result, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(result)
+    else:
+        future.set_result((result, cached))

@@ -1,5 +1,5 @@
 """The stub resolver's UDP sockets and what its queries need at hand: unpredictable ids and
-question case, the record of a query sent, and the socket protocol that takes only the answer
+question case, and the socket protocol that takes only the answer
 to an outstanding question."""
 
 from __future__ import annotations
@@ -12,9 +12,19 @@ from collections.abc import Iterator
 
 from s25rbl.resolve.codec import answers_question
 
-# (the future the answer goes to, the question lower-cased, the question exactly as sent)
-Pending: typing.TypeAlias = "tuple[asyncio.Future[bytes | None], bytes, bytes]"
-# What an outstanding query's future gets for an answer that matched but for the case of the
+
+class Receiver(typing.Protocol):
+    """The lookup a query belongs to: ``received`` its answer (or ``CASE_CHANGED``), told when
+    the socket ``failed`` (closed with the query unanswered)."""
+
+    def received(self, data: bytes) -> None: ...
+
+    def failed(self) -> None: ...
+
+
+# (the lookup the answer goes to, the question lower-cased, the question exactly as sent)
+Pending: typing.TypeAlias = "tuple[Receiver, bytes, bytes]"
+# What an outstanding query's lookup gets for an answer that matched but for the case of the
 # question's letters (DNS 0x20): not the answer.
 CASE_CHANGED = b"\x00case changed"
 
@@ -50,18 +60,6 @@ class Noise:
         return self._buffer[self._used - size : self._used]
 
 
-class Sent:
-    """One query of a lookup still registered on a socket: where, under which id, and which
-    pending entry (they are re-pointed at the lookup's current future as attempts go on)."""
-
-    __slots__ = ("entry", "pending", "qid")
-
-    def __init__(self, pending: dict[int, Pending], qid: int, entry: Pending) -> None:
-        self.pending = pending
-        self.qid = qid
-        self.entry = entry
-
-
 class UdpSocket(asyncio.DatagramProtocol):
     """One connected UDP socket; the kernel already drops datagrams from other sources."""
 
@@ -88,11 +86,10 @@ class UdpSocket(asyncio.DatagramProtocol):
             if entry is None or not answers_question(data, qid, entry[1]):
                 return
             del self.pending[qid]
-            fut, _question, exact = entry
-            if not fut.done():
-                # Only an exact echo is the answer (0x20); one that changed the case is either
-                # spoofed or from an upstream that does so: the lookup asks again either way.
-                fut.set_result(data if data[12 : 12 + len(exact)] == exact else CASE_CHANGED)
+            receiver, _question, exact = entry
+            # Only an exact echo is the answer (0x20); one that changed the case is either
+            # spoofed or from an upstream that does so: the lookup asks again either way.
+            receiver.received(data if data[12 : 12 + len(exact)] == exact else CASE_CHANGED)
         except Exception:
             return
 
@@ -109,11 +106,5 @@ class UdpSocket(asyncio.DatagramProtocol):
 
     def fail_all(self) -> None:
         pending, self.pending = self.pending, {}
-        for fut, _question, _exact in pending.values():
-            if not fut.done():
-                fut.set_result(None)
-
-
-def expire(fut: asyncio.Future[bytes | None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+        for receiver in {id(entry[0]): entry[0] for entry in pending.values()}.values():
+            receiver.failed()

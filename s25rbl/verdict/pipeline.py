@@ -76,6 +76,11 @@ class VerdictEngine:
         rdns, cached = await self.rdns.lookup(ip, querier)
         return self._after_lookup(ip, rdns, cached=cached)
 
+    def decide_looked_up(self, ip: IPAddress, rdns: RdnsResult, *, cached: bool) -> Verdict:
+        """Steps 4-9 on a lookup's result: for a caller to whom ``decide_fast`` returned None
+        and who did the lookup itself (``rdns.start``, the DNS responder's fresh verdicts)."""
+        return self._after_lookup(ip, rdns, cached=cached)
+
     def decide_name(self, name: str) -> Verdict:
         """The verdict on a hostname as given (product §3a): no lookups, memory only.
 
