@@ -58,7 +58,9 @@ def _same(value: Any) -> Any:
 
 
 def _text(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without "+00:00"
 
 
 def _converter(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
