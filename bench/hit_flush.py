@@ -6,7 +6,7 @@ does, half through the tables the C path adds into), and times ``ListSync.flush_
 time, the process's CPU time, and the longest the event loop went without running a 1 ms
 timer meanwhile (what a DNS answer waits at worst). Best of ``--rounds`` by CPU.
 
-    .venv/bin/python bench/hit_flush.py [--entries 100000] [--rounds 3] [--url postgresql://...]
+    .venv/bin/python bench/hit_flush.py [--entries 100000] [--rounds 3] [--url postgresql://...] [--quick]
 """
 
 from __future__ import annotations
@@ -123,9 +123,14 @@ if __name__ == "__main__":
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--url", default="", help="an empty, migratable database instead of a temporary SQLite file"
+        "--url",
+        default="",
+        help="a scratch database instead of a temporary SQLite file: its entries are deleted",
     )
+    parser.add_argument("--quick", action="store_true", help="2,000 entries, one flush: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.entries, args.rounds = 2000, 1
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/hits.db"
         migrate(url)
