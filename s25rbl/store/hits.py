@@ -4,8 +4,8 @@ A flush writes up to ~100,000 entries every 30 s. Through SQLAlchemy's compiled 
 row's parameters went through its bind processing (a dict per row, the UTCDateTime and
 DateTime processors per timestamp): ~20 µs of CPU per entry, most of it on the event loop.
 Here the statement is written once per dialect and the rows handed to the driver's
-``executemany`` as tuples, each distinct timestamp converted once (the C answer path stamps
-every hit it drained in the same second with the same time).
+``executemany`` as tuples: on SQLite, one timestamp's text per row (``isoformat``, checked
+against SQLAlchemy's own text), the learned entries' renewal worked out in SQL.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from s25rbl.lists.values import EntrySource
 from s25rbl.store.models import Entry
 
-# The driver's parameter markers, by DB-API paramstyle: SQLite (aiosqlite) and asyncpg.
+# The DB-API paramstyles handled: SQLite (aiosqlite; numbered ?N work there too) and asyncpg.
 _STYLES = ("qmark", "numeric_dollar")
 
 
@@ -35,22 +35,27 @@ async def write_hits(
         return False
     table = cast(Table, Entry.__table__)
     convert = _converter(table.c.last_hit_at.type.dialect_impl(dialect).bind_processor(dialect))
-    statement = _statement(dialect.paramstyle, learned_lifetime is not None)
-    rows: list[tuple[Any, ...]] = []
-    seen: dict[datetime, tuple[Any, Any]] = {}
-    for entry_id, (count, last) in hits.items():
-        times = seen.get(last)
-        if times is None:
-            renewed = convert(last + learned_lifetime) if learned_lifetime is not None else None
-            times = seen[last] = (convert(last), renewed)
-        if learned_lifetime is None:
-            rows.append((count, times[0], entry_id))
-        elif dialect.paramstyle == "qmark":
-            rows.append((count, times[0], times[1], times[1], entry_id))
-        else:
-            rows.append((count, times[0], times[1], entry_id))
+    # SQLite's text: the renewal is the last hit's text moved by whole seconds in SQL, so each
+    # row costs one timestamp converted in Python, not two.
+    shift = _whole_seconds(learned_lifetime) if convert is _text else None
+    mark = "?" if dialect.paramstyle == "qmark" else "$"
+    statement = _statement(mark, learned_lifetime is not None, shift)
+    rows: list[tuple[Any, ...]]
+    if learned_lifetime is None or shift is not None:
+        rows = [(count, convert(last), entry_id) for entry_id, (count, last) in hits.items()]
+    else:
+        rows = [
+            (count, convert(last), convert(last + learned_lifetime), entry_id)
+            for entry_id, (count, last) in hits.items()
+        ]
     await connection.exec_driver_sql(statement, rows)
     return True
+
+
+def _whole_seconds(lifetime: timedelta | None) -> int | None:
+    if lifetime is None or lifetime.microseconds:
+        return None
+    return lifetime.days * 86400 + lifetime.seconds
 
 
 def _same(value: Any) -> Any:
@@ -77,20 +82,26 @@ def _converter(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
 _PROBE = datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def _statement(paramstyle: str, renew: bool) -> str:
-    """The UPDATE of one entry: its count added to, its last hit set, and with ``renew`` a
-    learned entry's expiry moved to the renewal time if that is later (NULL stays NULL)."""
+def _statement(mark: str, renew: bool, shift: int | None) -> str:
+    """The UPDATE of one entry (parameters: hits, last hit, [renewal,] id; ``mark``: "?" or
+    "$", numbered): its count added to, its last hit set, and with ``renew`` a learned entry's
+    expiry moved to the renewal time if that is later (NULL stays NULL). With ``shift``, the
+    renewal is worked out from the last hit's SQLite text: its whole seconds moved by
+    ``shift`` seconds (the fraction left out, so that it cannot round up), its fraction kept."""
     learned = EntrySource.LEARNED.value
     assert learned.isalnum()  # a fixed word, written into the statement as it is
-    if paramstyle == "qmark":
-        count, last, renewed, renewed_again, entry = "?", "?", "?", "?", "?"
-    else:
-        count, last, renewed, renewed_again = "$1", "$2", "$3", "$3"
-        entry = "$4" if renew else "$3"
-    sets = f"hit_count = hit_count + {count}, last_hit_at = {last}"
+    sets = f"hit_count = hit_count + {mark}1, last_hit_at = {mark}2"
+    entry = f"{mark}3"
     if renew:
+        if shift is None:
+            renewed, entry = f"{mark}3", f"{mark}4"
+        else:
+            renewed = (
+                f"(strftime('%Y-%m-%d %H:%M:%S', substr({mark}2, 1, 19), '+{shift:d} seconds')"
+                f" || substr({mark}2, 20))"
+            )
         sets += (
             f", expires_at = CASE WHEN source = '{learned}' AND expires_at < {renewed} "
-            f"THEN {renewed_again} ELSE expires_at END"
+            f"THEN {renewed} ELSE expires_at END"
         )
     return f"UPDATE {Entry.__tablename__} SET {sets} WHERE id = {entry}"

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 import s25rbl.node.sync as sync_module
 from s25rbl.errors import StoreUnavailable
-from s25rbl.lists.values import EntryKind, EntrySpec, ListName
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
 from s25rbl.node.sync import ListSync
 from s25rbl.service import Services
 from s25rbl.store.db import Store, migrate
@@ -190,3 +190,43 @@ async def test_slices_cover_every_hit_once() -> None:
     assert all(at == clock.now() for _n, at in merged.values())
     assert hits.take() == {}
     assert list(hits.take_slices(SLICE)) == []
+
+
+@pytest.mark.parametrize("lifetime", [timedelta(days=35), timedelta(days=1, microseconds=250_001)])
+async def test_a_hit_renews_a_learned_entry_to_the_microsecond(store: Store, lifetime: timedelta) -> None:
+    last = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    early, late = last - timedelta(days=3), last + timedelta(days=400)
+
+    def row(value: str, source: EntrySource, expires: datetime | None) -> Entry:
+        return Entry(
+            list=ListName.WHITE,
+            kind=EntryKind.IP,
+            value=value,
+            source=source,
+            created_at=early,
+            updated_at=early,
+            reason="",
+            created_by="test",
+            expires_at=expires,
+            hit_count=0,
+        )
+
+    rows = [
+        row("192.0.2.1", EntrySource.LEARNED, early),  # renewed
+        row("192.0.2.2", EntrySource.LEARNED, late),  # already later: kept
+        row("192.0.2.3", EntrySource.MANUAL, early),  # not learned: kept
+        row("192.0.2.4", EntrySource.MANUAL, None),  # no expiry: stays none
+    ]
+    async with store.transaction() as session:
+        session.add_all(rows)
+        await session.flush()
+        ids = [r.id for r in rows]
+    async with store.transaction() as session:
+        await EntryRepository(session).record_hits({i: (1, last) for i in ids}, lifetime)
+    async with store.transaction() as session:
+        found = await session.execute(
+            select(Entry.id, Entry.expires_at, Entry.last_hit_at).where(Entry.id.in_(ids))
+        )
+        by_id = {i: (expires, hit) for i, expires, hit in found.all()}
+    assert [by_id[i][0] for i in ids] == [last + lifetime, late, early, None]
+    assert all(by_id[i][1] == last for i in ids)
