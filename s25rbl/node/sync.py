@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from s25rbl.clock import Clock
 from s25rbl.errors import StoreUnavailable
@@ -20,6 +20,9 @@ from s25rbl.verdict.hits import HitCounter
 from s25rbl.verdict.lists import ListIndex
 
 log = logging.getLogger(__name__)
+
+# Entries whose hits one transaction writes (~5 ms of CPU on SQLite).
+HITS_SLICE = 5000
 
 
 async def load_index(store: Store, *, clock: Clock) -> ListIndex:
@@ -114,18 +117,35 @@ class ListSync:
                 self.healthy = False
 
     async def flush_hits(self, hits: HitCounter) -> None:
-        batch = hits.take()
-        if not batch:
-            return
-        try:
-            async with self._store.transaction() as session:
-                await EntryRepository(session).record_hits(batch, self._learned_lifetime)
-        except StoreUnavailable:
-            # Hit counts are statistics: put them back and try again next time.
-            hits.restore(batch)
-        except Exception:
-            hits.restore(batch)
-            raise
+        """Write the hits counted so far, ``HITS_SLICE`` entries per transaction, the event loop
+        free between two (100,000 entries in one statement held DNS answers up for seconds).
+
+        A slice is either stored or put back into ``hits``, never both: one that fails is rolled
+        back and restored with every slice not yet written; a cancellation (shutdown) lets the
+        slice in flight finish first, and the node's last flush writes what was put back.
+        """
+        slices = hits.take_slices(HITS_SLICE)
+        for batch in slices:
+            written = asyncio.ensure_future(self._write_hits(batch))
+            try:
+                try:
+                    await asyncio.shield(written)
+                except asyncio.CancelledError:
+                    await asyncio.wait([written])
+                    raise
+            except BaseException as exc:
+                if written.cancelled() or written.exception() is not None:
+                    hits.restore(batch)
+                for rest in slices:
+                    hits.restore(rest)
+                if isinstance(exc, StoreUnavailable):
+                    return  # hit counts are statistics: tried again next time
+                raise
+            await asyncio.sleep(0)
+
+    async def _write_hits(self, batch: dict[int, tuple[int, datetime]]) -> None:
+        async with self._store.transaction() as session:
+            await EntryRepository(session).record_hits(batch, self._learned_lifetime)
 
     async def run_hits(self, hits: HitCounter) -> None:
         """Flush the hit counts every ``hits_interval`` for as long as the node runs: an error is

@@ -34,6 +34,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from s25rbl.errors import DuplicateEntry, EntryNotFound
 from s25rbl.lists.formats import StoredEntry
 from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, EntrySpec, ListName
+from s25rbl.store.hits import write_hits
 from s25rbl.store.models import Entry, ListVersion, Meta
 
 
@@ -303,6 +304,8 @@ class EntryRepository:
         """
         if not hits:
             return
+        if await write_hits(self.session, hits, learned_lifetime):
+            return
         table = cast(Table, Entry.__table__)
         when = table.c.last_hit_at.type
         values: dict[str, Any] = {
@@ -315,8 +318,7 @@ class EntryRepository:
                 (and_(table.c.source == EntrySource.LEARNED, table.c.expires_at < renewed), renewed),
                 else_=table.c.expires_at,
             )
-        # One statement for the whole batch (executemany): a statement per entry cost more
-        # CPU than the answers that made the hits, with thousands of entries hit per batch.
+        # Any other driver: one executemany statement, each row through SQLAlchemy's binds.
         statement = update(table).where(table.c.id == bindparam("b_id")).values(**values)
         rows = [
             {"b_id": entry_id, "b_count": count, "b_last": last}

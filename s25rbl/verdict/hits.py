@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from itertools import islice
 
 from s25rbl.clock import Clock
 from s25rbl.verdict.model import Match
@@ -35,10 +37,18 @@ class HitCounter:
         return self._counts, self._last
 
     def take(self) -> dict[int, tuple[int, datetime]]:
+        """Every hit counted so far: by entry id, the count and the time of the last hit."""
+        batch: dict[int, tuple[int, datetime]] = {}
+        for part in self.take_slices(max(1, len(self._counts))):
+            batch.update(part)
+        return batch
+
+    def take_slices(self, size: int) -> Iterator[dict[int, tuple[int, datetime]]]:
+        """Every hit counted so far, taken at once (counting goes on in fresh tables), handed out
+        ``size`` entries at a time: the caller can write and yield to the loop between slices."""
         counts, last = self._counts, self._last
         self._counts, self._last = {}, {}
-        now, mono = self._clock.now(), self._clock.monotonic()
-        return {i: (n, now - timedelta(seconds=mono - last[i])) for i, n in counts.items()}
+        return _dated(counts, last, self._clock.now(), self._clock.monotonic(), size)
 
     def restore(self, batch: dict[int, tuple[int, datetime]]) -> None:
         """Put back a batch that could not be written, merged with hits counted since."""
@@ -47,3 +57,23 @@ class HitCounter:
             self._counts[entry_id] = self._counts.get(entry_id, 0) + count
             if entry_id not in self._last:
                 self._last[entry_id] = mono - (now - last).total_seconds()
+
+
+def _dated(
+    counts: dict[int, int], last: dict[int, float], now: datetime, mono: float, size: int
+) -> Iterator[dict[int, tuple[int, datetime]]]:
+    # The C answer path stamps every hit it adds in one drain with the same monotonic time:
+    # each distinct time is converted once.
+    when: dict[float, datetime] = {}
+    entries = iter(counts.items())
+    while True:
+        part: dict[int, tuple[int, datetime]] = {}
+        for entry_id, count in islice(entries, size):
+            at = last[entry_id]
+            stamp = when.get(at)
+            if stamp is None:
+                stamp = when[at] = now - timedelta(seconds=mono - at)
+            part[entry_id] = (count, stamp)
+        if not part:
+            return
+        yield part

@@ -33,6 +33,7 @@ SCRIPTS: dict[str, list[str]] = {
     "ui": ["--quick"],
     "policy": ["--quick", "--probe"],
     "policy_cpu": ["--quick"],
+    "hit_flush": ["--quick"],
 }
 TOOLS = {
     "fresh_verdicts": ("dnsperf", "unbound"),
@@ -160,3 +161,9 @@ def test_policy(runs: dict[str, Run]) -> None:
 def test_policy_cpu(runs: dict[str, Run]) -> None:
     out = result(runs, "policy_cpu").output
     assert "CPU per request" in out and "listed" in out and "write batch of 30:" in out
+
+
+def test_hit_flush(runs: dict[str, Run]) -> None:
+    out = result(runs, "hit_flush").output
+    assert "sqlite: 2000 entries hit, 1 flushes, hits stored 4000 (expected 4000)" in out
+    assert "longest loop stall" in out and "best by CPU:" in out
