@@ -219,7 +219,12 @@ def test_a_client_outside_allow_is_refused(tmp_path: Path, upstream: FakeAuthori
             assert refused.closed()
         finally:
             refused.close()
-        assert "connection from 127.0.0.1 closed: not in policy.allow" in "".join(server.output)
+        # The client sees the close before the server's log line has reached the pipe.
+        line = "connection from 127.0.0.1 closed: not in policy.allow"
+        deadline = time.monotonic() + 10
+        while line not in "".join(server.output) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert line in "".join(server.output)
     finally:
         server.stop()
 
