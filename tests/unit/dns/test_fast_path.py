@@ -41,6 +41,7 @@ from s25rbl.verdict.hits import HitCounter
 from s25rbl.verdict.lists import ListIndex
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.support.clock import FakeClock
+from tests.support.udp import exchange
 from tests.unit.dns.test_answer_cache import raw_query
 from tests.unit.dns.test_udp_batch import pair, wait_readable
 from tests.unit.fakes import DictResolver
@@ -129,22 +130,6 @@ def questions() -> list[bytes]:
 
 def with_id(packet: bytes, qid: int) -> bytes:
     return struct.pack("!H", qid) + packet[2:]
-
-
-async def exchange(port: int, packets: list[bytes], family: int = socket.AF_INET) -> dict[int, bytes]:
-    """Send every packet at once; every answer by ID."""
-    host = "127.0.0.1" if family == socket.AF_INET else "::1"
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.setblocking(False)
-        for packet in packets:
-            sock.sendto(packet, (host, port))
-        loop = asyncio.get_running_loop()
-        got: dict[int, bytes] = {}
-        while len(got) < len(packets):
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
-            got[int.from_bytes(data[:2], "big")] = data
-    return got
 
 
 async def run(mode: str, host: str = "127.0.0.1") -> tuple[list[dict[int, bytes]], Node, Counter[Any]]:

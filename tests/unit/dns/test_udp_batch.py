@@ -20,6 +20,7 @@ from s25rbl.config import Endpoint
 from s25rbl.dns import batch as batch_module
 from s25rbl.dns.batch import BatchUnsupported, UdpBatch
 from s25rbl.dns.transport import Listeners
+from tests.support.udp import exchange
 from tests.unit.dns.test_transport_limits import FAST, make_responder, query, slow_name
 
 pytestmark = pytest.mark.skipif(not batch_module.available(), reason="recvmmsg/sendmmsg not available")
@@ -251,16 +252,7 @@ async def answers(
         batched = listeners.udp[0].batched
         port = listeners.bound[0].port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            sock.setblocking(False)
-            for packet in packets:
-                sock.sendto(packet, (host, port))
-            loop = asyncio.get_running_loop()
-            got: dict[int, bytes] = {}
-            while len(got) < len(packets):
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
-                got[int.from_bytes(data[:2], "big")] = data
+        got = await exchange(port, packets, family)
         return got, batched
     finally:
         await listeners.stop()
