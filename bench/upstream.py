@@ -10,6 +10,7 @@ generated data gets NXDOMAIN instead of a recursion towards the Internet.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,23 +21,39 @@ from pathlib import Path
 UNBOUND = "/usr/sbin/unbound"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for clients' ephemeral ports (``ip_local_port_range``)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
     """A port number free for both UDP and TCP on 127.0.0.1 (good enough locally).
 
-    The kernel picks a free UDP port; the same number may be taken for TCP (a client's
-    ephemeral port, a socket in TIME_WAIT), so a few are tried before giving up.
+    The port is drawn below the kernel's ephemeral range, so that no client's outgoing
+    connection (the benchmarks run beside one another, and make thousands) can take it
+    between this check and the server's bind; a few are tried before giving up.
     """
+    low, high = _ephemeral_range()
+    below, above = (10_000 if low > 20_000 else 1_024, low), (high + 1, 65_536)
+    span = max(below, above, key=lambda r: r[1] - r[0])
+    if span[1] - span[0] < 1_000:
+        span = (1_024, 65_536)
+    draw = random.Random()
     last: OSError | None = None
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
+        port = draw.randrange(*span)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
                     tcp.bind(("127.0.0.1", port))
-                except OSError as exc:
-                    last = exc
-                    continue
+        except OSError as exc:
+            last = exc
+            continue
         return port
     raise OSError(f"no port free for both UDP and TCP on 127.0.0.1 after 100 tries: {last}")
 

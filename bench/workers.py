@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/workers.py [--quick] [--addresses N] [--duration S
 The data of ``cached.py`` (N listed + N unlisted addresses, 2N questions; the blacklist is
 bulk-inserted into the SQLite store rather than imported with the CLI, which is slow for
 100,000 lines), served by ``s25rbl serve --dns-only`` processes (DNS-only nodes, each
-with its own lists, caches and ``ListSync``) bound to one fixed port with SO_REUSEPORT, in
+with its own lists, caches and ``ListSync``) bound to one port with SO_REUSEPORT (a fresh port per layout), in
 three layouts on two cores:
 
 - 1 worker on cpu 1 (dnsperf on cpu 0): the baseline;
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common import (
@@ -86,6 +87,24 @@ def start_workers(config: Path, cpus: list[int], timeout: float = 60) -> list[su
     return procs
 
 
+def start_on_free_port(
+    write: Callable[[int], Path], cpus: list[int], attempts: int = 5
+) -> tuple[int, list[subprocess.Popen[str]]]:
+    """Start a layout's workers on a port free right now, written into the configuration.
+
+    A port found free can be taken before the workers bind it (by another process's
+    outgoing connection, in the gap after the previous layout stopped), so each layout
+    gets its own port and a few are tried before giving up."""
+    for attempt in range(attempts):
+        port = upstream.free_port()
+        try:
+            return port, start_workers(write(port), cpus)
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def cpu_of(pids: list[int]) -> float:
     return sum(upstream.cpu_seconds(pid) for pid in pids)
 
@@ -113,19 +132,22 @@ def main() -> int:
             data = generate(count, count, 2 * count)
             _black, queries = write_inputs(work, data)
             uport, unbound = unbound_for(work, data, cpu=LOAD_CPU)
-            port = upstream.free_port()
             config, db = work / "s25rbl.toml", work / "s25rbl.sqlite"
-            write_config(config, uport, db, rdns_cache=max(200_000, 2 * count), port=port)
+
+            def configure(port: int) -> Path:
+                write_config(config, uport, db, rdns_cache=max(200_000, 2 * count), port=port)
+                return config
+
             took = bulk_blacklist(db, data.listed)
             print(
                 f"workers: {count:,} listed + {count:,} unlisted addresses, {len(data.queries):,} questions; "
-                f"store filled in {took:.1f} s; port {port}; dnsperf on cpu {LOAD_CPU}, "
+                f"store filled in {took:.1f} s; dnsperf on cpu {LOAD_CPU}, "
                 f"-c 10 -q 150 -l {duration:g}",
                 flush=True,
             )
             results: dict[str, list[Perf]] = {}
             for label, cpus in LAYOUTS.items():
-                workers = start_workers(config, cpus)
+                port, workers = start_on_free_port(configure, cpus)
                 pids = [w.pid for w in workers]
                 for n in (1, 2):
                     c0, t0 = cpu_of(pids), time.monotonic()
