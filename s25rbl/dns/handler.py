@@ -237,12 +237,8 @@ class Responder:
         return ip  # decide_fast found nothing in steps 1-3: the lookup and what follows
 
     def _valid_until(self, ip: IPAddress, verdict: Verdict) -> float | None:
-        """How long an answer from ``verdict`` stays right: one from the lists alone until
-        they change; one from a reverse lookup until that lookup leaves the cache (never,
-        if it was not cached: a TTL-0 result, or the overload answer)."""
-        if verdict.rdns is None:
-            return INF
-        return self.engine.rdns.expires_at(ip, verdict.rdns)
+        """How long an answer from ``verdict`` stays right (INF: until the lists change)."""
+        return self.engine.valid_until(ip, verdict, INF)
 
     def _hostname(self, query: Query) -> Reply:
         assert query.relative is not None

@@ -10,6 +10,9 @@ from typing import Any
 from s25rbl.policy.decide import Outcome
 
 TARPIT_OUTCOMES = ("started", "survived", "delivered", "abandoned")
+# Postfix's protocol states; any other stage is counted as OTHER, so that a client's made-up
+# protocol_state values cannot grow the counters (and /metrics's labels) without bound.
+STAGES = frozenset(("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"))
 GREYLIST_OUTCOMES = ("deferred", "passed")
 
 
@@ -28,7 +31,8 @@ class PolicyCounters:
     dry_run: int = 0  # treated requests answered DUNNO because of dry_run
 
     def decided(self, stage: str, outcome: Outcome) -> None:
-        self.requests[(stage or "-", outcome.value)] += 1
+        label = stage if stage in STAGES else ("-" if not stage else "OTHER")
+        self.requests[(label, outcome.value)] += 1
         if outcome is Outcome.TARPIT:
             self.tarpits["started"] += 1
         elif outcome is Outcome.SURVIVED:

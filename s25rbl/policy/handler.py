@@ -33,7 +33,8 @@ from s25rbl.policy.decide import (
     Triplet,
     TripletState,
 )
-from s25rbl.policy.protocol import PolicyRequest, read_request
+from s25rbl.policy.protocol import PolicyRequest, answer, read_request
+from s25rbl.policy.quick import UnlistedClients
 from s25rbl.policy.state import PolicyState
 from s25rbl.service.policy import SeenPass, SessionWent, TarpitStarted, TripletWrite
 from s25rbl.verdict.model import Code, Step, Verdict
@@ -42,6 +43,7 @@ from s25rbl.verdict.pipeline import VerdictEngine
 log = logging.getLogger(__name__)
 
 BAD_LOG_EVERY = 60.0  # seconds: bad requests of one kind are logged once per interval
+DUNNO_ANSWER = answer(DUNNO)
 FAIL_OPEN = Decision(DUNNO, Outcome.FAIL_OPEN, "the policy state is unavailable: let it through")
 
 
@@ -75,6 +77,16 @@ class PolicyHandler:
         self.clock = clock
         self.counters = counters or PolicyCounters()
         self._bad_logged: dict[str, tuple[float, int]] = {}  # kind -> (logged at, suppressed since)
+        self.unlisted = UnlistedClients(engine.lists, engine.clock.monotonic, engine.hits.hit_entry)
+
+    def quick(self, data: bytes) -> bytes | None:
+        """The answer to ``data``, one whole request about a client known to be unlisted
+        (``s25rbl.policy.quick``), counted; None: it needs the full path."""
+        stage = self.unlisted.stage(data)
+        if stage is None:
+            return None
+        self.counters.decided(stage, Outcome.NOT_TREATED)
+        return DUNNO_ANSWER
 
     def handle(self, attributes: dict[str, str], mta: str) -> str | Awaitable[str]:
         """The action for one request (``mta``: the address of the policy client)."""
@@ -89,6 +101,10 @@ class PolicyHandler:
         loaded: dict[str, object] = {}
         if verdict is None:
             return self._slow(request, mta, None, loaded)
+        if verdict.code is Code.NOT_LISTED:  # so is every request about it, while this holds
+            until = self.engine.valid_until(request.client, verdict)
+            entry_id = verdict.match.entry_id if verdict.match is not None else None
+            self.unlisted.remember(attributes["client_address"], until, entry_id)
         plan = self._plan(request, verdict, mta, loaded)
         if isinstance(plan, _Need):
             if not self.state.reads_now:

@@ -88,6 +88,12 @@ class PolicyConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._active = time.monotonic()
+        if self._busy is None and not self._queue and not self._framer.pending:
+            quick = self._handler.quick(data)  # an unlisted client's request: DUNNO at once
+            if quick is not None:
+                if self._transport is not None and not self._transport.is_closing():
+                    self._transport.write(quick)
+                return
         try:
             blocks = self._framer.feed(data)
         except PolicyRequestError as exc:

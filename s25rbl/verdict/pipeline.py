@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Callable
 
 from s25rbl.clock import Clock, SystemClock
@@ -58,6 +59,14 @@ class VerdictEngine:
         if rdns is None:
             return None
         return self._after_lookup(ip, rdns, cached=True)
+
+    def valid_until(self, ip: IPAddress, verdict: Verdict, forever: float = math.inf) -> float | None:
+        """How long ``verdict`` stays right (clock.monotonic() time): one from the lists alone
+        until they change (``forever``); one from a reverse lookup until that lookup leaves the
+        cache (None, never to be reused, if it was not cached: a TTL-0 result, an overload)."""
+        if verdict.rdns is None:
+            return forever
+        return self.rdns.expires_at(ip, verdict.rdns)
 
     async def decide(self, ip: IPAddress, *, ignore_learned: bool = False) -> Verdict:
         """The verdict; ``ignore_learned``: as if the address were not learned (what learning
