@@ -40,14 +40,19 @@ async def write_hits(
     shift = _whole_seconds(learned_lifetime) if convert is _text else None
     mark = "?" if dialect.paramstyle == "qmark" else "$"
     statement = _statement(mark, learned_lifetime is not None, shift)
-    rows: list[tuple[Any, ...]]
-    if learned_lifetime is None or shift is not None:
-        rows = [(count, convert(last), entry_id) for entry_id, (count, last) in hits.items()]
-    else:
-        rows = [
-            (count, convert(last), convert(last + learned_lifetime), entry_id)
-            for entry_id, (count, last) in hits.items()
-        ]
+    # Hits counted by the C answer path share their timestamps (one per drain, once a
+    # second): each distinct one is converted once, not once per row.
+    texts: dict[datetime, Any] = {}
+    rows: list[tuple[Any, ...]] = []
+    plain = learned_lifetime is None or shift is not None
+    for entry_id, (count, last) in hits.items():
+        text = texts.get(last)
+        if text is None:
+            text = texts[last] = convert(last)
+        if plain or learned_lifetime is None:
+            rows.append((count, text, entry_id))
+        else:
+            rows.append((count, text, convert(last + learned_lifetime), entry_id))
     await connection.exec_driver_sql(statement, rows)
     return True
 
