@@ -161,6 +161,7 @@ def test_policy(runs: dict[str, Run]) -> None:
 def test_policy_cpu(runs: dict[str, Run]) -> None:
     out = result(runs, "policy_cpu").output
     assert "CPU per request" in out and "listed" in out and "write batch of 30:" in out
+    assert "clean, parsed" in out  # the full path beside the quick one
 
 
 def test_hit_flush(runs: dict[str, Run]) -> None:
