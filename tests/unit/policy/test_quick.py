@@ -4,7 +4,7 @@ as the full path answers and counts them, and forgotten when the verdict could c
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +73,11 @@ class Node:
         self.lists[0] = ListIndex.build(list(entries))
 
 
+Make = Callable[[], Awaitable[Node]]
+
+
 @pytest.fixture
-async def make(tmp_path: Path) -> AsyncIterator[object]:
+async def make(tmp_path: Path) -> AsyncIterator[Make]:
     made: list[ReverseLookup] = []
 
     async def build() -> Node:
@@ -142,17 +145,17 @@ VARIANTS: dict[str, bytes] = {
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-async def test_the_quick_path_answers_and_counts_as_the_full_path(make: object, name: str) -> None:
+async def test_the_quick_path_answers_and_counts_as_the_full_path(make: Make, name: str) -> None:
     data = VARIANTS[name]
-    quick_node, full_node = await make(), await make()  # type: ignore[operator]
+    quick_node, full_node = await make(), await make()
     for node in (quick_node, full_node):
         node.full(request())  # the client is seen once, the full way: found unlisted
     assert quick_node.listener(data) == full_node.full(data)
     assert quick_node.handler.counters == full_node.handler.counters
 
 
-async def test_a_request_about_a_known_unlisted_client_is_answered_without_parsing(make: object) -> None:
-    node = await make()  # type: ignore[operator]
+async def test_a_request_about_a_known_unlisted_client_is_answered_without_parsing(make: Make) -> None:
+    node = await make()
     assert node.handler.quick(request()) is None  # not seen yet
     node.full(request())
     assert node.handler.quick(request()) == DUNNO_ANSWER
@@ -164,8 +167,8 @@ async def test_a_request_about_a_known_unlisted_client_is_answered_without_parsi
     assert node.handler.counters.requests[("DATA", "not-treated")] == 1
 
 
-async def test_it_forgets_a_client_when_its_lookup_leaves_the_cache(make: object) -> None:
-    node = await make()  # type: ignore[operator]
+async def test_it_forgets_a_client_when_its_lookup_leaves_the_cache(make: Make) -> None:
+    node = await make()
     node.full(request())
     node.clock.advance(299)  # DictResolver's TTL is 300 s
     assert node.handler.quick(request()) == DUNNO_ANSWER
@@ -174,8 +177,8 @@ async def test_it_forgets_a_client_when_its_lookup_leaves_the_cache(make: object
     assert len(node.handler.unlisted) == 0
 
 
-async def test_it_forgets_every_client_when_the_lists_change(make: object) -> None:
-    node = await make()  # type: ignore[operator]
+async def test_it_forgets_every_client_when_the_lists_change(make: Make) -> None:
+    node = await make()
     node.full(request())
     blacklisted = EntryRow(9, ListName.BLACK, EntryKind.IP, CLEAN[0], EntrySource.MANUAL)
     node.whitelist(blacklisted)  # the operator blacklists the client
@@ -183,8 +186,8 @@ async def test_it_forgets_every_client_when_the_lists_change(make: object) -> No
     assert node.full(request()).startswith(b"action=450 ")  # now listed: the full path decides
 
 
-async def test_a_whitelisted_client_is_counted_a_hit_of_its_entry_each_time(make: object) -> None:
-    node = await make()  # type: ignore[operator]
+async def test_a_whitelisted_client_is_counted_a_hit_of_its_entry_each_time(make: Make) -> None:
+    node = await make()
     node.full(request(WHITE))
     assert node.hits[WHITE_ID] == 1
     for _ in range(3):
