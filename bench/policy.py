@@ -10,17 +10,21 @@ them all; s25rbl (mode targrey) answers the unlisted ones from memory and tarpit
 the listed ones.
 
 1. Maximum rate: ``--connections`` clients (each one session at a time, DATA only after an
-   accepted recipient, as Postfix) in a closed loop for ``--duration`` seconds, against
-   s25rbl, then postgrey (Debian package): requests/s, latency percentiles, the ratio.
-2. Fixed rate: ``--rate`` requests/s (2,000) spread over the connections, against s25rbl;
-   latency from each request's scheduled time (a late request counts its wait).
+   accepted recipient, as Postfix) in a closed loop for ``--duration`` seconds or until each
+   session was sent once, against s25rbl, then postgrey (Debian package), in ``--pairs``
+   pairs (3), each pair on sessions of its own: requests/s, latency percentiles, the ratio
+   per pair and the median of the pairs (the host's speed can swing within seconds).
+2. Fixed rate: ``--rate`` requests/s (2,000) spread over the connections, against s25rbl,
+   ``--pairs`` times on sessions of their own; latency from each request's scheduled time (a
+   late request counts its wait), and the median p99.
 3. Stored triplets: a fresh store with N triplets (half passed, half waiting), s25rbl in mode
    rgrey so every listed RCPT is a greylist lookup of a random stored triplet (mostly not in the
    node's cache: a store read), at the maximum and at the fixed rate, for each N.
 
-s25rbl (and postgrey, in its turn) runs pinned to one core, the load generator (this process,
-on uvloop) and unbound to the other. Each run also prints the server's CPU time per request,
-which, unlike rates and latencies, does not depend on what else the machine is doing. Every
+s25rbl and postgrey run pinned to one core (each idle while the other is measured), the load
+generator (this process, on uvloop) and unbound to the other. Each run also prints the
+server's CPU time per request, which depends less than rates and latencies on what else the
+machine is doing. Every
 phase is bounded in time; processes are stopped by pid, temporary files removed, also on
 Ctrl-C or SIGTERM.
 """
@@ -39,6 +43,7 @@ import secrets
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,13 +219,16 @@ class Sessions:
     """Hands each connection the next request of its session, as Postfix sends them: one RCPT
     per recipient, and DATA only if some recipient was accepted; then the next session."""
 
-    def __init__(self, sessions: list[Session]) -> None:
+    def __init__(self, sessions: list[Session], once: bool = False) -> None:
         self._sessions = sessions
+        self._once = once  # each session sent once: None when they are all gone
         self._position = 0
         self.sent: collections.Counter[str] = collections.Counter()
 
-    def next(self, conn: Conn) -> bytes:
+    def next(self, conn: Conn) -> bytes | None:
         if not conn.pending:
+            if self._once and self._position >= len(self._sessions):
+                return None
             conn.pending = list(self._sessions[self._position % len(self._sessions)])
             conn.accepted = False
             self._position += 1
@@ -274,21 +282,24 @@ def quiet_collector() -> None:
 async def closed_loop(
     label: str, port: int, sessions: list[Session], connections: int, duration: float, pid: int
 ) -> Result:
-    """As fast as the service answers: each connection sends its next request on an answer."""
+    """As fast as the service answers: each connection sends its next request on an answer,
+    for ``duration`` seconds or until every session was sent once (a session seen twice would
+    find its state in the service's memory: a cheaper request than the first time)."""
     result = Result(label)
-    feed = Sessions(sessions)
+    feed = Sessions(sessions, once=True)
     quiet_collector()
     conns, lost = await connect(port, connections)
     stop_at = time.perf_counter() + duration
     finished = asyncio.get_running_loop().create_future()
 
     def next_request(conn: Conn) -> None:
-        if time.perf_counter() >= stop_at:
+        request = feed.next(conn) if time.perf_counter() < stop_at else None
+        if request is None:
             conn.on_answer = None
             if all(c.on_answer is None for c in conns) and not finished.done():
                 finished.set_result(None)
             return
-        conn.send(feed.next(conn))
+        conn.send(request)
 
     def on_answer(conn: Conn, answer: str, latency: float) -> None:
         action = _action(answer)
@@ -323,6 +334,11 @@ async def fixed_rate(
     idle = collections.deque(conns)
     backlog: collections.deque[float] = collections.deque()  # scheduled times not yet sent
 
+    def next_of(conn: Conn) -> bytes:
+        request = feed.next(conn)  # the sessions go round: never None here
+        assert request is not None
+        return request
+
     def on_answer(conn: Conn, answer: str, latency: float) -> None:
         action = _action(answer)
         result.latencies.append(latency)
@@ -330,7 +346,7 @@ async def fixed_rate(
         result.done += 1
         feed.answered(conn, action)
         if backlog:
-            conn.send(feed.next(conn), backlog.popleft())
+            conn.send(next_of(conn), backlog.popleft())
         else:
             idle.append(conn)
 
@@ -347,7 +363,7 @@ async def fixed_rate(
             break
         if idle:
             conn = idle.popleft()
-            conn.send(feed.next(conn), scheduled)
+            conn.send(next_of(conn), scheduled)
         else:
             result.late += 1
             backlog.append(scheduled)
@@ -371,6 +387,10 @@ class Service:
     proc: subprocess.Popen[str]
     port: int
     output: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
 
 def write_config(path: Path, db: Path, upstream_port: int, policy: str) -> None:
@@ -581,6 +601,9 @@ def main() -> int:
     parser.add_argument(
         "--sizes", help="stored triplets, comma-separated (default 10000,100000,1000000; 0: none)"
     )
+    parser.add_argument(
+        "--pairs", type=int, help="max-rate pairs (s25rbl, then postgrey) and fixed-rate runs (default 3)"
+    )
     parser.add_argument("--no-postgrey", action="store_true", help="leave postgrey out")
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument(
@@ -597,6 +620,7 @@ def main() -> int:
     sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000,1000000")).split(",")]
     sizes = [size for size in sizes if size > 0]  # --sizes 0: no stored-triplet runs
     sessions = 2000 if args.quick else 50_000
+    pairs = max(1, args.pairs or (1 if args.quick else 3))
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -655,53 +679,95 @@ def main() -> int:
             dns_port = int(s25rbl.output[-1].split()[-1])
             phases = [("warm-up", time.perf_counter())]
             warm_verdicts(dns_port, pool)
-            phases.append(("max rate", time.perf_counter()))
-            best = runner.run(
-                closed_loop(
-                    "s25rbl   max rate", s25rbl.port, requests, args.connections, duration, s25rbl.proc.pid
-                )
-            )
-            print(best.line(), flush=True)
-            print(f"  answers: {dict(best.answers.most_common())}", flush=True)
-            phases.append(("fixed rate", time.perf_counter()))
-            at_rate = runner.run(
-                fixed_rate(
-                    f"s25rbl   at {args.rate:,}/s",
-                    s25rbl.port,
-                    requests,
-                    args.connections,
-                    args.rate,
-                    duration,
-                    s25rbl.proc.pid,
-                )
-            )
-            print(at_rate.line() + f"  late {at_rate.late}", flush=True)
-            phases.append(("stop", time.perf_counter()))
-            upstream.stop(s25rbl.proc, 60.0 if profile is not None else 10.0)  # a profile is written at exit
-            report_probe(probe, profile, phases)
-            if args.no_postgrey or not Path(POSTGREY).exists():
+            with_postgrey = not args.no_postgrey and Path(POSTGREY).exists()
+            if not with_postgrey:
                 print(
                     "postgrey: left out" + ("" if args.no_postgrey else f" ({POSTGREY} is not installed)"),
                     flush=True,
                 )
-            else:
-                postgrey = start_postgrey(work)
+            postgrey = start_postgrey(work) if with_postgrey else None
+            if postgrey is not None:
                 procs.append(postgrey.proc)
-                theirs = runner.run(
-                    closed_loop(
-                        "postgrey max rate",
-                        postgrey.port,
-                        requests,
-                        args.connections,
-                        duration,
-                        postgrey.proc.pid,
+            # The host's speed swings within seconds: the two services take turns, each pair on
+            # sessions of its own (fresh triplets), and the medians of the pairs are the figures.
+            phases.append(("max rate", time.perf_counter()))
+            ours: list[Result] = []
+            theirs: list[Result] = []
+            for number in range(1, pairs + 1):
+                fresh = requests if number == 1 else mix(pool, sessions, args.seed + number)
+                ours.append(
+                    runner.run(
+                        closed_loop(
+                            "s25rbl   max rate",
+                            s25rbl.port,
+                            fresh,
+                            args.connections,
+                            duration,
+                            s25rbl.proc.pid,
+                        )
                     )
                 )
-                print(theirs.line(), flush=True)
-                print(f"  answers: {dict(theirs.answers.most_common())}", flush=True)
+                print(f"pair {number} {ours[-1].line()}", flush=True)
+                print(f"  answers: {dict(ours[-1].answers.most_common())}", flush=True)
+                if postgrey is None:
+                    continue
+                theirs.append(
+                    runner.run(
+                        closed_loop(
+                            "postgrey max rate",
+                            postgrey.port,
+                            fresh,
+                            args.connections,
+                            duration,
+                            postgrey.proc.pid,
+                        )
+                    )
+                )
+                print(f"pair {number} {theirs[-1].line()}", flush=True)
+                print(f"  answers: {dict(theirs[-1].answers.most_common())}", flush=True)
+                ratio = ours[-1].rate / theirs[-1].rate if theirs[-1].rate else float("inf")
+                print(f"pair {number} ratio s25rbl/postgrey: {ratio:.1f}x requests/s", flush=True)
+            if postgrey is not None:
                 upstream.stop(postgrey.proc)
-                ratio = best.rate / theirs.rate if theirs.rate else float("inf")
-                print(f"ratio s25rbl/postgrey: {ratio:.1f}x requests/s", flush=True)
+                ratios = [
+                    a.rate / b.rate if b.rate else float("inf") for a, b in zip(ours, theirs, strict=True)
+                ]
+                by_cpu = [
+                    b.cpu_per_request / a.cpu_per_request if a.cpu_per_request else float("inf")
+                    for a, b in zip(ours, theirs, strict=True)
+                ]
+                print(
+                    f"median ratio s25rbl/postgrey: {statistics.median(ratios):.1f}x requests/s "
+                    f"(pairs {', '.join(f'{r:.1f}' for r in ratios)}); by CPU a request "
+                    f"{statistics.median(by_cpu):.1f}x (pairs {', '.join(f'{r:.1f}' for r in by_cpu)})",
+                    flush=True,
+                )
+            phases.append(("fixed rate", time.perf_counter()))
+            p99s = []
+            for number in range(1, pairs + 1):
+                # sessions no run has sent yet, as many as requests at most: none sent twice
+                fresh = mix(pool, int(args.rate * duration), args.seed + 100 + number)
+                at_rate = runner.run(
+                    fixed_rate(
+                        f"s25rbl   at {args.rate:,}/s",
+                        s25rbl.port,
+                        fresh,
+                        args.connections,
+                        args.rate,
+                        duration,
+                        s25rbl.proc.pid,
+                    )
+                )
+                p99s.append(percentile(at_rate.latencies, 0.99))
+                print(at_rate.line() + f"  late {at_rate.late}", flush=True)
+            print(
+                f"median p99 at {args.rate:,}/s: {statistics.median(p99s) * 1e3:.2f} ms "
+                f"(runs {', '.join(f'{p * 1e3:.2f}' for p in p99s)})",
+                flush=True,
+            )
+            phases.append(("stop", time.perf_counter()))
+            upstream.stop(s25rbl.proc, 60.0 if profile is not None else 10.0)  # a profile is written at exit
+            report_probe(probe, profile, phases)
 
             # --- 3: stored triplets --------------------------------------------------------
             print(

@@ -154,6 +154,7 @@ def test_policy(runs: dict[str, Run]) -> None:
     out = result(runs, "policy").output
     assert "s25rbl   max rate:" in out and "postgrey max rate:" in out
     assert "ratio s25rbl/postgrey:" in out and "s25rbl   at 2,000/s:" in out
+    assert "median ratio s25rbl/postgrey:" in out and "median p99 at 2,000/s:" in out
     assert "stored triplets" in out and "10,000 max rate:" in out
     assert "s25rbl's loop over" in out and "GC pauses:" in out
 
