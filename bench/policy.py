@@ -388,10 +388,6 @@ class Service:
     port: int
     output: list[str] = field(default_factory=list)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
 
 def write_config(path: Path, db: Path, upstream_port: int, policy: str) -> None:
     path.write_text(
@@ -693,38 +689,21 @@ def main() -> int:
             phases.append(("max rate", time.perf_counter()))
             ours: list[Result] = []
             theirs: list[Result] = []
+
+            def max_rate(label: str, service: Service, fresh: list[Session], number: int) -> Result:
+                result = runner.run(
+                    closed_loop(label, service.port, fresh, args.connections, duration, service.proc.pid)
+                )
+                print(f"pair {number} {result.line()}", flush=True)
+                print(f"  answers: {dict(result.answers.most_common())}", flush=True)
+                return result
+
             for number in range(1, pairs + 1):
                 fresh = requests if number == 1 else mix(pool, sessions, args.seed + number)
-                ours.append(
-                    runner.run(
-                        closed_loop(
-                            "s25rbl   max rate",
-                            s25rbl.port,
-                            fresh,
-                            args.connections,
-                            duration,
-                            s25rbl.proc.pid,
-                        )
-                    )
-                )
-                print(f"pair {number} {ours[-1].line()}", flush=True)
-                print(f"  answers: {dict(ours[-1].answers.most_common())}", flush=True)
+                ours.append(max_rate("s25rbl   max rate", s25rbl, fresh, number))
                 if postgrey is None:
                     continue
-                theirs.append(
-                    runner.run(
-                        closed_loop(
-                            "postgrey max rate",
-                            postgrey.port,
-                            fresh,
-                            args.connections,
-                            duration,
-                            postgrey.proc.pid,
-                        )
-                    )
-                )
-                print(f"pair {number} {theirs[-1].line()}", flush=True)
-                print(f"  answers: {dict(theirs[-1].answers.most_common())}", flush=True)
+                theirs.append(max_rate("postgrey max rate", postgrey, fresh, number))
                 ratio = ours[-1].rate / theirs[-1].rate if theirs[-1].rate else float("inf")
                 print(f"pair {number} ratio s25rbl/postgrey: {ratio:.1f}x requests/s", flush=True)
             if postgrey is not None:
