@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 TICK = 0.001
 STALL = 0.002  # a tick this much later than due is recorded as a stall
+MAX_MARKS = 20_000  # stalls of 5 ms or more kept with their time, for the count per phase
 
 
 class Probe:
@@ -35,6 +36,7 @@ class Probe:
         # the longest: (lateness s, loop cpu s, when: perf_counter, CLOCK_MONOTONIC like the bench's)
         self.stalls: list[tuple[float, float, float]] = []
         self.over = dict.fromkeys((2, 5, 10, 20, 50), 0)  # stalls of at least so many ms
+        self.marks: list[tuple[float, float]] = []  # (when, lateness s) of stalls of 5 ms or more
         self.ticks = 0
         self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
         self._gc_started = 0.0
@@ -45,6 +47,7 @@ class Probe:
         """Count from now on (the server is ready)."""
         self.stalls.clear()
         self.over = dict.fromkeys(self.over, 0)
+        self.marks.clear()
         self.gc = {0: [], 1: [], 2: []}
         self.ticks = 0
         self.started = time.perf_counter()
@@ -70,6 +73,8 @@ class Probe:
                 for ms in self.over:
                     self.over[ms] += late * 1000 >= ms
                 self.stalls.append((late, time.thread_time() - cpu, wall))
+                if late >= 0.005 and len(self.marks) < MAX_MARKS:
+                    self.marks.append((wall, late))
                 if len(self.stalls) > 100:
                     self.stalls = sorted(self.stalls, reverse=True)[:10]
 
@@ -79,6 +84,7 @@ class Probe:
             "seconds": time.perf_counter() - self.started,
             "ticks": self.ticks,
             "stalls_over_ms": {str(ms): count for ms, count in self.over.items()},
+            "marks": [{"at": at, "late_ms": late * 1e3} for at, late in self.marks],
             "longest": [
                 {"late_ms": late * 1e3, "loop_cpu_ms": cpu * 1e3, "at": at} for late, cpu, at in stalls[:10]
             ],
@@ -110,10 +116,17 @@ def report_probe(probe: Path | None, profile: Path | None, phases: list[tuple[st
     gcs = ", ".join(
         f"gen{g} {v['count']}x max {v['max_ms']:.1f} ms" for g, v in seen["gc"].items() if v["count"]
     )
+    by_phase: dict[str, list[int]] = {}  # phase -> stalls of >= 5 and >= 10 ms
+    for mark in seen.get("marks", []):
+        counts = by_phase.setdefault(phase(mark["at"]), [0, 0])
+        counts[0] += 1
+        counts[1] += mark["late_ms"] >= 10
+    per_phase = "; ".join(f"{name} {five}/{ten}" for name, (five, ten) in by_phase.items())
     print(
         f"  s25rbl's loop over {seen['seconds']:.0f} s from ready: stalls >= 2/5/10/20/50 ms: "
         f"{'/'.join(str(n) for n in seen['stalls_over_ms'].values())}; longest ms "
         f"(loop thread's CPU in it, phase): {longest}\n"
+        f"  stalls >= 5/10 ms by phase: {per_phase or 'none'}\n"
         f"  GC pauses: {gcs or 'none'}",
         flush=True,
     )
