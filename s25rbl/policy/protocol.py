@@ -1,8 +1,8 @@
 """The policy-delegation wire format (Postfix SMTPD_POLICY_README): a request is ``name=value``
 lines ended by an empty line; the answer is one ``action=...`` line and an empty line.
 
-Bounded: a request longer than ``MAX_REQUEST`` bytes cannot be read (the connection is closed
-after a DUNNO), one of more than ``MAX_ATTRIBUTES`` lines or with a line that is not
+Bounded: a request longer than ``MAX_REQUEST`` bytes, complete or not, cannot be read (the
+connection is closed after a DUNNO), one of more than ``MAX_ATTRIBUTES`` lines or with a line that is not
 ``name=value`` is answered DUNNO. ``\\r\\n`` line ends are read as ``\\n``.
 """
 
@@ -43,7 +43,7 @@ class Framer:
         """The requests ``data`` completes, oldest first. PolicyRequestError("oversize") once
         the incomplete request passes MAX_REQUEST bytes: the stream cannot be trusted after it."""
         buffer = self._buffer
-        if not buffer and data.find(b"\n\n") == len(data) - 2 > 0 and data[0] != 10 and b"\r" not in data:
+        if not buffer and one_request(data):
             # One whole request, as Postfix sends it (the common case): no copy, no search.
             return [data[:-2]]
         buffer += data
@@ -54,12 +54,31 @@ class Framer:
                 self._scanned = len(buffer)
                 break
             stop, consumed = end
+            if consumed > MAX_REQUEST:  # complete, but over the bound all the same
+                raise PolicyRequestError("oversize", f"a request longer than {MAX_REQUEST} bytes")
             blocks.append(bytes(buffer[:stop]))
             del buffer[:consumed]
             self._scanned = 0
         if len(buffer) > MAX_REQUEST:
             raise PolicyRequestError("oversize", f"a request longer than {MAX_REQUEST} bytes")
         return blocks
+
+
+def one_request(data: bytes) -> bool:
+    """Whether ``data`` is exactly one whole request within MAX_REQUEST, as Postfix writes one:
+    its only empty line at its end, none first, and no CR (CR LF line ends take the general
+    path, which reads them as LF)."""
+    return (
+        len(data) <= MAX_REQUEST
+        and data.find(b"\n\n") == len(data) - 2 > 0
+        and data[0] != 10
+        and b"\r" not in data
+    )
+
+
+def stage_of(protocol_state: str) -> str:
+    """The stage a ``protocol_state`` value names: RCPT, DATA, END-OF-MESSAGE, ..."""
+    return protocol_state.strip().upper()[:32]
 
 
 def _end_of_request(buffer: bytearray, scanned: int) -> tuple[int, int] | None:
@@ -144,7 +163,7 @@ def read_request(attributes: dict[str, str]) -> PolicyRequest:
     if len(instance) > MAX_INSTANCE:
         raise PolicyRequestError("malformed", f"an instance of {len(instance)} characters")
     return PolicyRequest(
-        stage=attributes.get("protocol_state", "").strip().upper()[:32],
+        stage=stage_of(attributes.get("protocol_state", "")),
         client=address,
         client_name=_clean(attributes.get("client_name", ""), 255),
         helo=_clean(attributes.get("helo_name", ""), 255),

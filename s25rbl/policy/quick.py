@@ -4,13 +4,14 @@ Every request about an unlisted client is answered DUNNO, whatever its stage (pr
 a client found unlisted is remembered by its ``client_address`` text, exactly as the MTA wrote
 it, for as long as that verdict holds: until the lists change, and no longer than the reverse
 lookup it came from stays cached. A request about such a client, read whole in one piece (as
-Postfix writes them), is checked as the full path would check it (no empty line before its
-end, no empty attribute name, at most MAX_ATTRIBUTES lines, a ``smtpd_access_policy`` request,
-an instance of ordinary length) and answered at once, counted as the full path counts it; any
-other request, and every request about any other client, goes the full way. One check is left
-out, for its cost: a line without ``=`` in such a request, which the full path would count as
-a malformed request, is not looked for (the answer, DUNNO, is the same). The list entry that whitelisted the
-client is counted a hit again, as a DNS answer kept whole is.
+Postfix writes them), is checked as the full path would check it (one request within
+MAX_REQUEST, no empty attribute name, at most MAX_ATTRIBUTES lines, an
+``smtpd_access_policy`` request, an instance of ordinary length) and answered at once,
+counted as the full path counts it; any other request, and every request about any other
+client, goes the full way. One check is left out, for its cost: a line without ``=`` in such
+a request, which the full path would count as a malformed request, is not looked for (the
+answer, DUNNO, is the same). The list entry that whitelisted the client is counted a hit
+again, as a DNS answer kept whole is.
 
 Bounded: at most MAX_CLIENTS clients (then it starts again), by keys of at most MAX_KEY bytes:
 about 2 MiB.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_INSTANCE
+from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_INSTANCE, one_request, stage_of
 
 MAX_CLIENTS = 8192
 MAX_KEY = 64
@@ -97,9 +98,8 @@ class UnlistedClients:
         if found[0] <= self._monotonic():
             del clients[raw]
             return None
-        # One request (no empty line before its end, none first), no CR (the full path reads CR LF line
-        # ends as LF: such requests go its way), no empty name, at most MAX_ATTRIBUTES lines.
-        if data.find(b"\n\n") != len(data) - 2 or data[0] in b"\n=" or b"\r" in data or b"\n=" in data:
+        # As the framer's one-request shortcut takes it; no empty name; at most MAX_ATTRIBUTES.
+        if not one_request(data) or data[0] == 61 or b"\n=" in data:
             return None
         if data.count(b"\n") > MAX_ATTRIBUTES + 1:
             return None
@@ -112,4 +112,4 @@ class UnlistedClients:
         if found[1] is not None:
             self._hit_entry(found[1])
         stage = _value(data, _STAGE)
-        return "" if stage is None else stage.decode("utf-8", "replace").strip().upper()[:32]
+        return "" if stage is None else stage_of(stage.decode("utf-8", "replace"))

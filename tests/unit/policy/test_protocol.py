@@ -9,7 +9,15 @@ import pytest
 
 from s25rbl.errors import PolicyRequestError
 from s25rbl.policy import protocol
-from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_REQUEST, Framer, answer, parse_attributes, read_request
+from s25rbl.policy.protocol import (
+    MAX_ATTRIBUTES,
+    MAX_REQUEST,
+    Framer,
+    answer,
+    one_request,
+    parse_attributes,
+    read_request,
+)
 
 REQUEST = b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.7\n\n"
 
@@ -55,7 +63,7 @@ def test_a_stream_is_cut_the_same_in_one_read_in_pieces_and_byte_by_byte() -> No
         pieces_framer = Framer()
         in_two = pieces_framer.feed(stream[:cut]) + pieces_framer.feed(stream[cut:])
         assert in_two == expected, (stream, cut)
-        shortcut_taken += stream.find(b"\n\n") == len(stream) - 2 > 0 and b"\r" not in stream
+        shortcut_taken += one_request(stream)
     assert shortcut_taken > 20  # the shortcut was exercised, not only the general path
 
 
@@ -64,6 +72,14 @@ def test_a_request_over_64_kib_cannot_be_read() -> None:
     framer.feed(b"x=" + b"a" * (MAX_REQUEST - 10) + b"\n")
     with pytest.raises(PolicyRequestError) as err:
         framer.feed(b"y=" + b"b" * 100 + b"\n")
+    assert err.value.kind == "oversize"
+
+
+@pytest.mark.parametrize("before", [b"", b"client_address=192.0.2.7\n\n"])
+def test_a_whole_request_over_64_kib_in_one_read_cannot_be_read_either(before: bytes) -> None:
+    big = b"client_address=192.0.2.7\nx=" + b"a" * MAX_REQUEST + b"\n\n"
+    with pytest.raises(PolicyRequestError) as err:
+        Framer().feed(before + big)
     assert err.value.kind == "oversize"
 
 

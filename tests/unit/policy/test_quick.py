@@ -16,7 +16,7 @@ from s25rbl.lists.values import EntryKind, EntryRow, EntrySource, ListName
 from s25rbl.policy import quick
 from s25rbl.policy.counters import PolicyCounters
 from s25rbl.policy.handler import DUNNO_ANSWER, PolicyHandler
-from s25rbl.policy.protocol import MAX_ATTRIBUTES, Framer, answer, parse_attributes
+from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_REQUEST, Framer, answer, parse_attributes
 from s25rbl.policy.state import PolicyState
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service.policy import PolicyStore
@@ -56,7 +56,11 @@ class Node:
     def full(self, data: bytes) -> bytes:
         """``data`` answered the full way (framed, parsed, judged), as the listener does."""
         answers = b""
-        for block in Framer().feed(data):
+        try:
+            blocks = Framer().feed(data)
+        except PolicyRequestError as exc:  # oversize: answered, then the connection is closed
+            return answer(self.handler.bad_request(exc, "127.0.0.1"))
+        for block in blocks:
             try:
                 result = self.handler.handle(parse_attributes(block), "127.0.0.1")
             except PolicyRequestError as exc:  # as the listener answers it
@@ -135,6 +139,7 @@ VARIANTS: dict[str, bytes] = {
     "crlf": request().replace(b"\n", b"\r\n"),
     "too many lines": request(**{f"a{n}": "v" for n in range(MAX_ATTRIBUTES)}),
     "two requests": request() + request(stage="DATA"),
+    "over 64 KiB": request(x="a" * MAX_REQUEST),
     "an empty line first": b"\n" + request(),
     # a later duplicate wins, in both paths
     "the listed client later": request().replace(b"\n\n", f"\nclient_address={DYNAMIC[0]}\n\n".encode()),
