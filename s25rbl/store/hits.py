@@ -42,17 +42,17 @@ async def write_hits(
     statement = _statement(mark, learned_lifetime is not None, shift)
     # Hits counted by the C answer path share their timestamps (one per drain, once a
     # second): each distinct one is converted once, not once per row.
+    renewal = learned_lifetime if shift is None else None  # worked out here, not in SQL
     texts: dict[datetime, Any] = {}
     rows: list[tuple[Any, ...]] = []
-    plain = learned_lifetime is None or shift is not None
     for entry_id, (count, last) in hits.items():
         text = texts.get(last)
         if text is None:
             text = texts[last] = convert(last)
-        if plain or learned_lifetime is None:
+        if renewal is None:
             rows.append((count, text, entry_id))
         else:
-            rows.append((count, text, convert(last + learned_lifetime), entry_id))
+            rows.append((count, text, convert(last + renewal), entry_id))
     await connection.exec_driver_sql(statement, rows)
     return True
 
