@@ -24,9 +24,8 @@ the listed ones.
 s25rbl and postgrey run pinned to one core (each idle while the other is measured), the load
 generator (this process, on uvloop) and unbound to the other. Each run also prints the
 server's CPU time per request, which depends less than rates and latencies on what else the
-machine is doing. Every
-phase is bounded in time; processes are stopped by pid, temporary files removed, also on
-Ctrl-C or SIGTERM.
+machine is doing. Every phase is bounded in time; processes are stopped by pid, temporary
+files removed, also on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
