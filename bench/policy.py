@@ -158,6 +158,7 @@ class Result:
     server_cpu: float = 0.0
     client_cpu: float = 0.0  # this process (the load generator)
     late: int = 0  # fixed rate: requests that could not be sent on time (no idle connection)
+    steal: float = 0.0  # share of the run the hypervisor took the server's core away
     stages: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
@@ -176,7 +177,8 @@ class Result:
             f"p99 {percentile(lat, 0.99) * 1e3:6.2f} ms  p99.9 {percentile(lat, 0.999) * 1e3:6.2f} ms  "
             f"({self.done:,} in {self.seconds:.1f} s: {self.stages['RCPT']:,} RCPT, "
             f"{self.stages['DATA']:,} DATA; server cpu {self.server_cpu:.0%} = "
-            f"{self.cpu_per_request * 1e6:.0f} us a request, load cpu {self.client_cpu:.0%})"
+            f"{self.cpu_per_request * 1e6:.0f} us a request, load cpu {self.client_cpu:.0%}, "
+            f"steal {self.steal:.0%})"
         )
 
 
@@ -309,12 +311,14 @@ async def closed_loop(
         next_request(conn)
 
     cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
+    steal0 = upstream.steal_seconds(SERVER_CPU)
     for conn in conns:
         conn.on_answer = on_answer
         next_request(conn)
     await asyncio.wait_for(asyncio.wait([finished, lost], return_when=asyncio.FIRST_COMPLETED), duration + 30)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.steal = (upstream.steal_seconds(SERVER_CPU) - steal0) / result.seconds
     result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)
@@ -353,6 +357,7 @@ async def fixed_rate(
         conn.on_answer = on_answer
     total = int(rate * duration)
     cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
+    steal0 = upstream.steal_seconds(SERVER_CPU)
     for i in range(total):
         scheduled = t0 + i / rate
         delay = scheduled - time.perf_counter()
@@ -371,6 +376,7 @@ async def fixed_rate(
         await asyncio.sleep(0.01)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
+    result.steal = (upstream.steal_seconds(SERVER_CPU) - steal0) / result.seconds
     result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)

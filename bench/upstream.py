@@ -178,3 +178,15 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(b")", 1)[1].split()
     # After "pid (comm)": field 3 is state, so utime (14) and stime (15) are at 11 and 12.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds(cpu: int) -> float:
+    """Time the hypervisor took core ``cpu`` away from this machine (``steal`` in /proc/stat;
+    0 on bare metal). A server that is not running cannot answer: a run with much of it has
+    worse latencies through no fault of the server's, so runs print it beside their figures."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == f"cpu{cpu}".encode():
+                return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+    return 0.0

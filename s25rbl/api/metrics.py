@@ -84,7 +84,7 @@ class PolicyCollector(Collector):
             "s25rbl_policy_requests", "Policy requests by stage and outcome", labels=["stage", "outcome"]
         )
         for (stage, outcome), count in sorted(counters.requests.items()):
-            requests.add_metric([stage, outcome], count)
+            requests.add_metric([stage, str(outcome)], count)
         yield requests
         tarpits = CounterMetricFamily(
             "s25rbl_policy_tarpits",

@@ -14,13 +14,21 @@ TARPIT_OUTCOMES = ("started", "survived", "delivered", "abandoned")
 # protocol_state values cannot grow the counters (and /metrics's labels) without bound.
 STAGES = frozenset(("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"))
 GREYLIST_OUTCOMES = ("deferred", "passed")
+# The outcomes also counted under tarpits (True) or greylist (False), by which name.
+_ALSO: dict[Outcome, tuple[bool, str]] = {
+    Outcome.TARPIT: (True, "started"),
+    Outcome.SURVIVED: (True, "survived"),
+    Outcome.DELIVERED: (True, "delivered"),
+    Outcome.DEFERRED: (False, "deferred"),
+    Outcome.PASSED: (False, "passed"),
+}
 
 
 @dataclass
 class PolicyCounters:
     """Counts since the node started."""
 
-    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, outcome)
+    requests: Counter[tuple[str, Outcome]] = field(default_factory=Counter)  # (stage, outcome)
     tarpits: Counter[str] = field(default_factory=Counter)  # TARPIT_OUTCOMES
     greylist: Counter[str] = field(default_factory=Counter)  # GREYLIST_OUTCOMES
     bad_requests: Counter[str] = field(default_factory=Counter)  # by problem
@@ -32,23 +40,19 @@ class PolicyCounters:
 
     def decided(self, stage: str, outcome: Outcome) -> None:
         label = stage if stage in STAGES else ("-" if not stage else "OTHER")
-        self.requests[(label, outcome.value)] += 1
-        if outcome is Outcome.TARPIT:
-            self.tarpits["started"] += 1
-        elif outcome is Outcome.SURVIVED:
-            self.tarpits["survived"] += 1
-        elif outcome is Outcome.DELIVERED:
-            self.tarpits["delivered"] += 1
-        elif outcome is Outcome.DEFERRED:
-            self.greylist["deferred"] += 1
-        elif outcome is Outcome.PASSED:
-            self.greylist["passed"] += 1
+        key = (label, outcome)  # the member itself: equal to its text, without the lookup
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        also = _ALSO.get(outcome)
+        if also is not None:
+            counter = self.tarpits if also[0] else self.greylist
+            counter[also[1]] = counter.get(also[1], 0) + 1
 
     def as_json(self, in_progress: int, dropped: int) -> dict[str, Any]:
         """The figures ``/v1/stats`` shows under ``policy``."""
         by_outcome: Counter[str] = Counter()
         for (_stage, outcome), count in self.requests.items():
-            by_outcome[outcome] += count
+            by_outcome[str(outcome)] += count
         return {
             "requests": dict(sorted(by_outcome.items())),
             "tarpits": {k: self.tarpits[k] for k in TARPIT_OUTCOMES},

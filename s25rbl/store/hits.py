@@ -10,18 +10,15 @@ against SQLAlchemy's own text), the learned entries' renewal worked out in SQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.lists.values import EntrySource
+from s25rbl.store.driver import handled, sqlite_text, timestamp_converter
 from s25rbl.store.models import Entry
-
-# The DB-API paramstyles handled: SQLite (aiosqlite; numbered ?N work there too) and asyncpg.
-_STYLES = ("qmark", "numeric_dollar")
 
 
 async def write_hits(
@@ -31,13 +28,13 @@ async def write_hits(
     driver takes a parameter style not handled here (the caller writes them another way)."""
     connection = await session.connection()
     dialect = connection.dialect
-    if dialect.paramstyle not in _STYLES:
+    if not handled(dialect):
         return False
     table = cast(Table, Entry.__table__)
-    convert = _converter(table.c.last_hit_at.type.dialect_impl(dialect).bind_processor(dialect))
+    convert = timestamp_converter(table.c.last_hit_at, dialect)
     # SQLite's text: the renewal is the last hit's text moved by whole seconds in SQL, so each
     # row costs one timestamp converted in Python, not two.
-    shift = _whole_seconds(learned_lifetime) if convert is _text else None
+    shift = _whole_seconds(learned_lifetime) if convert is sqlite_text else None
     mark = "?" if dialect.paramstyle == "qmark" else "$"
     statement = _statement(mark, learned_lifetime is not None, shift)
     # Hits counted by the C answer path share their timestamps (one per drain, once a
@@ -61,30 +58,6 @@ def _whole_seconds(lifetime: timedelta | None) -> int | None:
     if lifetime is None or lifetime.microseconds:
         return None
     return lifetime.days * 86400 + lifetime.seconds
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _text(value: datetime) -> str:
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without "+00:00"
-
-
-def _converter(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    """SQLAlchemy's bind processing of a timestamp, or ``_text`` where that gives the same
-    text (SQLite's): 0.6 µs against ~5, and the Python path stamps each hit apart."""
-    if process is None:
-        return _same
-    probes = (datetime(2026, 7, 4, 23, 59, 1, 5, tzinfo=timezone(timedelta(hours=-7))), _PROBE)
-    if all(process(probe) == _text(probe) for probe in probes):
-        return _text
-    return process
-
-
-_PROBE = datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _statement(mark: str, renew: bool, shift: int | None) -> str:

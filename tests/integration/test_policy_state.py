@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
@@ -25,9 +25,9 @@ from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
 from s25rbl.service.policy import PolicyReads, TripletWrite
 from s25rbl.store.db import Store, migrate
+from s25rbl.store.driver import SLICE
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.models import AuditEvent, Entry, GreylistTriplet, PolicyPass, TarpitRecord
-from s25rbl.store.policy import INSERT_SLICE
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
@@ -280,16 +280,23 @@ async def test_only_clients_s25rbl_lists_by_its_rules_are_learned_from_passes(
 async def test_a_batch_larger_than_one_insert_statement_keeps_every_row(
     make_node: NodeFactory, store: Store, clock: FakeClock
 ) -> None:
-    """Inserts go in slices of INSERT_SLICE rows: a batch of several slices stores every
-    triplet of it, once."""
+    """Inserts go to the driver in slices of SLICE rows: a batch of several slices stores every
+    triplet of it, once, its date-times as the store reads them back (the driver's own text of
+    them on SQLite, checked against SQLAlchemy's reading)."""
     node = await make_node(mode="rgrey")
-    count = INSERT_SLICE * 2 + 7
+    count = SLICE * 2 + 7
     for n in range(count):
         await node.ask("RCPT", DYNAMIC[0], f"s{n}", recipient=f"rcpt{n}@example.test")
     assert node.state.queued == count  # one batch
     await node.state.flush()
     stored = await rows(store, GreylistTriplet)
     assert sorted(t.recipient for t in stored) == sorted(f"rcpt{n}@example.test" for n in range(count))
+    assert {(t.first_seen, t.last_seen, t.passed_at) for t in stored} == {(clock.now(), clock.now(), None)}
+    # Stored as SQLAlchemy stores them (on SQLite: the same text), so that the database's own
+    # comparisons (expiry, resets) find them.
+    at = GreylistTriplet.first_seen == clock.now(), GreylistTriplet.last_seen == clock.now()
+    async with store.transaction() as session:
+        assert await session.scalar(select(func.count()).where(*at)) == count
 
 
 async def test_a_revoked_address_needs_learn_after_new_passes(
