@@ -83,8 +83,8 @@ class PolicyCollector(Collector):
         requests = CounterMetricFamily(
             "s25rbl_policy_requests", "Policy requests by stage and outcome", labels=["stage", "outcome"]
         )
-        for (stage, outcome), count in sorted(counters.requests.items()):
-            requests.add_metric([stage, str(outcome)], count)
+        for (stage, decided), count in sorted(counters.requests.items()):
+            requests.add_metric([stage, str(decided)], count)
         yield requests
         tarpits = CounterMetricFamily(
             "s25rbl_policy_tarpits",

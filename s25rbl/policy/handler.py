@@ -34,7 +34,7 @@ from s25rbl.policy.decide import (
     TripletState,
 )
 from s25rbl.policy.protocol import PolicyRequest, answer, read_request
-from s25rbl.policy.quick import UnlistedClients
+from s25rbl.policy.quick import KnownClients
 from s25rbl.policy.state import PolicyState
 from s25rbl.service.policy import SeenPass, SessionWent, TarpitStarted, TripletWrite
 from s25rbl.verdict.model import Code, Step, Verdict
@@ -77,12 +77,12 @@ class PolicyHandler:
         self.clock = clock
         self.counters = counters or PolicyCounters()
         self._bad_logged: dict[str, tuple[float, int]] = {}  # kind -> (logged at, suppressed since)
-        self.unlisted = UnlistedClients(engine.lists, engine.clock.monotonic, engine.hits.hit_entry)
+        self.known = KnownClients(engine.lists, engine.clock.monotonic, engine.hits.hit)
 
     def quick(self, data: bytes) -> bytes | None:
         """The answer to ``data``, one whole request about a client known to be unlisted
         (``s25rbl.policy.quick``), counted; None: it needs the full path."""
-        stage = self.unlisted.stage(data)
+        stage = self.known.stage(data)
         if stage is None:
             return None
         self.counters.decided(stage, Outcome.NOT_TREATED)
@@ -97,14 +97,14 @@ class PolicyHandler:
         early = decide.before_verdict(request, self.mode)
         if early is not None:
             return self._settle(request, None, mta, _Plan(early))
-        verdict = self.engine.decide_fast(request.client)
+        raw = attributes["client_address"]
+        verdict = self.known.verdict(raw)  # a client seen a moment ago: as it was judged then
         loaded: dict[str, object] = {}
         if verdict is None:
-            return self._slow(request, mta, None, loaded)
-        if verdict.code is Code.NOT_LISTED:  # so is every request about it, while this holds
-            until = self.engine.valid_until(request.client, verdict)
-            entry_id = verdict.match.entry_id if verdict.match is not None else None
-            self.unlisted.remember(attributes["client_address"], until, entry_id)
+            verdict = self.engine.decide_fast(request.client)
+            if verdict is None:
+                return self._slow(request, mta, None, loaded)
+            self.known.remember(raw, self.engine.valid_until(request.client, verdict), verdict)
         plan = self._plan(request, verdict, mta, loaded)
         if isinstance(plan, _Need):
             if not self.state.reads_now:

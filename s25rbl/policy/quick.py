@@ -1,9 +1,13 @@
-"""Requests answered before they are parsed: those about a client s25rbl does not list.
+"""Clients' verdicts remembered by the listener, and requests answered before they are parsed:
+those about a client s25rbl does not list.
 
-Every request about an unlisted client is answered DUNNO, whatever its stage (product §7). So
-a client found unlisted is remembered by its ``client_address`` text, exactly as the MTA wrote
-it, for as long as that verdict holds: until the lists change, and no longer than the reverse
-lookup it came from stays cached. A request about such a client, read whole in one piece (as
+A client's verdict is remembered by its ``client_address`` text, exactly as the MTA wrote it,
+for as long as that verdict holds: until the lists change, and no longer than the reverse
+lookup it came from stays cached. A listed client's next requests take their verdict from
+here instead of running the lists and the rules again (``verdict``).
+
+Every request about an unlisted client is answered DUNNO, whatever its stage (product §7). A
+request about a client remembered as unlisted, read whole in one piece (as
 Postfix writes them), is checked as the full path would check it (one request within
 MAX_REQUEST, no empty attribute name, at most MAX_ATTRIBUTES lines, an
 ``smtpd_access_policy`` request, an instance of ordinary length) and answered at once,
@@ -22,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from s25rbl.policy.protocol import MAX_ATTRIBUTES, MAX_INSTANCE, one_request, stage_of
+from s25rbl.verdict.model import Code, Match, Verdict
 
 MAX_CLIENTS = 8192
 MAX_KEY = 64
@@ -45,29 +50,29 @@ def _value(data: bytes, name: bytes) -> bytes | None:
     return data[start : data.index(b"\n", start)]
 
 
-class UnlistedClients:
-    """The clients found unlisted, and until when each verdict holds."""
+class KnownClients:
+    """Clients' verdicts, and until when each holds."""
 
-    __slots__ = ("_clients", "_hit_entry", "_lists", "_monotonic", "_snapshot")
+    __slots__ = ("_clients", "_hit", "_lists", "_monotonic", "_snapshot")
 
     def __init__(
         self,
         lists: Callable[[], object],
         monotonic: Callable[[], float],
-        hit_entry: Callable[[int], None],
+        hit: Callable[[Match | None], None],
     ) -> None:
         self._lists = lists
         self._snapshot = lists()
         self._monotonic = monotonic
-        self._hit_entry = hit_entry
-        self._clients: dict[bytes, tuple[float, int | None]] = {}  # text -> (until, entry id)
+        self._hit = hit
+        self._clients: dict[bytes, tuple[float, Verdict]] = {}  # text -> (until, verdict)
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def remember(self, raw: str, until: float | None, entry_id: int | None) -> None:
-        """``raw`` (the request's ``client_address``) names a client unlisted by the current
-        lists until ``until`` (clock.monotonic() time; None: not to be reused)."""
+    def remember(self, raw: str, until: float | None, verdict: Verdict) -> None:
+        """``raw`` (the request's ``client_address``) has ``verdict`` by the current lists until
+        ``until`` (clock.monotonic() time; None: not to be reused)."""
         if until is None or len(raw) > MAX_KEY or not raw.isascii():
             return
         lists = self._lists()
@@ -76,27 +81,39 @@ class UnlistedClients:
             self._snapshot = lists
         elif len(self._clients) >= MAX_CLIENTS:
             self._clients.clear()  # bounded: start again rather than keep count of use
-        self._clients[raw.encode()] = (until, entry_id)
+        self._clients[raw.encode()] = (until, verdict)
 
-    def stage(self, data: bytes) -> str | None:
-        """The stage of ``data``, one whole request about a remembered client, to be answered
-        DUNNO; None: it goes the full way."""
-        clients = self._clients
-        if not clients:
+    def verdict(self, raw: str) -> Verdict | None:
+        """The verdict remembered for ``raw``, if it still holds (its list entry counted a hit)."""
+        found = self._find(raw.encode()) if self._clients else None
+        if found is None:
             return None
+        self._hit(found.match)
+        return found
+
+    def _find(self, raw: bytes) -> Verdict | None:
+        clients = self._clients
         if self._lists() is not self._snapshot:
             clients.clear()
-            return None
-        if not data.endswith(b"\n\n"):
-            return None
-        raw = _value(data, _CLIENT)
-        if raw is None:
             return None
         found = clients.get(raw)
         if found is None:
             return None
         if found[0] <= self._monotonic():
             del clients[raw]
+            return None
+        return found[1]
+
+    def stage(self, data: bytes) -> str | None:
+        """The stage of ``data``, one whole request about a remembered client, to be answered
+        DUNNO; None: it goes the full way."""
+        if not self._clients or not data.endswith(b"\n\n"):
+            return None
+        raw = _value(data, _CLIENT)
+        if raw is None:
+            return None
+        found = self._find(raw)
+        if found is None or found.code is not Code.NOT_LISTED:
             return None
         # As the framer's one-request shortcut takes it; no empty name; at most MAX_ATTRIBUTES.
         if not one_request(data) or data[0] == 61 or b"\n=" in data:
@@ -109,7 +126,6 @@ class UnlistedClients:
         instance = _value(data, _INSTANCE)
         if instance is not None and len(instance) > MAX_INSTANCE:
             return None
-        if found[1] is not None:
-            self._hit_entry(found[1])
+        self._hit(found.match)
         stage = _value(data, _STAGE)
         return "" if stage is None else stage_of(stage.decode("utf-8", "replace"))

@@ -1,8 +1,10 @@
-"""The quick path: requests about a client found unlisted answered before they are parsed, exactly
-as the full path answers and counts them, and forgotten when the verdict could change."""
+"""Clients' verdicts remembered by the listener, and the quick path: requests about a client
+found unlisted answered before they are parsed, exactly as the full path answers and counts them;
+both forgotten when the verdict could change."""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service.policy import PolicyStore
 from s25rbl.store.db import Store
 from s25rbl.verdict.lists import ListIndex
+from s25rbl.verdict.model import Code, Step, Verdict
 from s25rbl.verdict.pipeline import VerdictEngine
 from tests.support.clock import FakeClock
 from tests.unit.fakes import DictResolver
@@ -179,7 +182,7 @@ async def test_it_forgets_a_client_when_its_lookup_leaves_the_cache(make: Make) 
     assert node.handler.quick(request()) == DUNNO_ANSWER
     node.clock.advance(2)
     assert node.handler.quick(request()) is None
-    assert len(node.handler.unlisted) == 0
+    assert len(node.handler.known) == 0
 
 
 async def test_it_forgets_every_client_when_the_lists_change(make: Make) -> None:
@@ -202,14 +205,51 @@ async def test_a_whitelisted_client_is_counted_a_hit_of_its_entry_each_time(make
 
 def test_it_keeps_at_most_max_clients_and_no_long_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     lists = object()
-    clients = quick.UnlistedClients(lambda: lists, lambda: 0.0, lambda _id: None)
+    clients = quick.KnownClients(lambda: lists, lambda: 0.0, lambda _match: None)
+    verdict = Verdict(Code.NOT_LISTED, Step.CLEAN, "192.0.2.1")
     monkeypatch.setattr(quick, "MAX_CLIENTS", 50)
     for n in range(120):
-        clients.remember(f"192.0.2.{n}", 10.0, None)
+        clients.remember(f"192.0.2.{n}", 10.0, verdict)
         assert len(clients) <= 50
-    clients.remember("x" * (quick.MAX_KEY + 1), 10.0, None)
-    clients.remember("192.0.2.ü", 10.0, None)
+    clients.remember("x" * (quick.MAX_KEY + 1), 10.0, verdict)
+    clients.remember("192.0.2.ü", 10.0, verdict)
     assert all(len(key) <= quick.MAX_KEY and key.isascii() for key in clients._clients)
     before = len(clients)
-    clients.remember("192.0.2.250", None, None)  # a verdict not to be reused
+    clients.remember("192.0.2.250", None, verdict)  # a verdict not to be reused
     assert len(clients) == before
+
+
+async def test_a_listed_clients_next_requests_take_its_remembered_verdict(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await make()
+    assert node.full(request(DYNAMIC[0])).startswith(b"action=450 ")
+    judged: list[object] = []
+    monkeypatch.setattr(node.handler.engine, "decide_fast", judged.append)  # None: no verdict
+    for stage in ("RCPT", "DATA"):
+        assert node.full(request(DYNAMIC[0], stage)) == node.full(request(DYNAMIC[0], stage))
+    assert node.full(request(DYNAMIC[0])).startswith(b"action=450 ")
+    assert judged == []  # never judged again
+    node.clock.advance(301)  # the lookup left the cache (DictResolver's TTL is 300 s)
+    waits = node.handler.handle(parse_attributes(request(DYNAMIC[0])[:-2]), "-")
+    assert inspect.iscoroutine(waits)  # judged again (here: as if it needed a lookup)
+    waits.close()
+    assert len(judged) == 1
+
+
+async def test_a_listed_clients_remembered_verdict_goes_when_the_lists_change(make: Make) -> None:
+    node = await make()
+    assert node.full(request(DYNAMIC[0])).startswith(b"action=450 ")
+    node.whitelist(EntryRow(WHITE_ID, ListName.WHITE, EntryKind.IP, DYNAMIC[0], EntrySource.MANUAL))
+    assert node.full(request(DYNAMIC[0])) == DUNNO_ANSWER
+    assert node.hits[WHITE_ID] == 1
+    assert node.handler.quick(request(DYNAMIC[0])) == DUNNO_ANSWER  # now remembered as unlisted
+    assert node.hits[WHITE_ID] == 2
+
+
+async def test_a_blacklisted_clients_entry_is_counted_a_hit_each_time(make: Make) -> None:
+    node = await make()
+    node.whitelist(EntryRow(8, ListName.BLACK, EntryKind.IP, CLEAN[0], EntrySource.MANUAL))
+    for n in range(1, 4):
+        assert node.full(request()).startswith(b"action=450 ")
+        assert node.hits[8] == n
