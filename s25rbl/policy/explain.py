@@ -33,7 +33,9 @@ async def explain(
     triplet; without them a triplet never seen is assumed)."""
     mode = Mode(settings.mode)
     client = parse_ip(verdict.address)
-    request = PolicyRequest(RCPT, client, "", "", sender or "", recipient or "", "", False, False)
+    request = PolicyRequest(
+        RCPT, client, str(client), "", "", sender or "", recipient or "", "", False, False
+    )
     out: dict[str, Any] = {
         "mode": mode.value,
         "dry_run": settings.dry_run,

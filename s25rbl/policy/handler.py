@@ -170,7 +170,7 @@ class PolicyHandler:
         decided = decide.after_verdict(request, verdict, settings)
         if decided is not None:
             return _Plan(decided)
-        ip = str(request.client)
+        ip = request.ip
         session = self.state.sessions.get(f"{ip} {request.instance}") if request.instance else None
         triplet: Triplet | None = None
         known: object = None
@@ -245,7 +245,7 @@ class PolicyHandler:
 
     def _apply(self, request: PolicyRequest, verdict: Verdict, mta: str, plan: _Plan) -> None:
         state, effect = self.state, plan.decision.effect
-        ip, now = str(request.client), self.clock.now().timestamp()
+        ip, now = request.ip, self.clock.now().timestamp()
         instance = request.instance or f"-{secrets.token_hex(6)}"  # no instance: no session scope
         seen: SeenPass | None = None
         if _teaches(verdict) and not self.settings.dry_run:

@@ -19,10 +19,10 @@ MAX_REQUEST = 64 * 1024
 MAX_ATTRIBUTES = 100
 MAX_INSTANCE = 64  # Postfix's instance attribute is about 25 characters
 
-MAX_ADDRESSES = 4096  # client addresses kept parsed (each under 300 bytes with its key)
+MAX_ADDRESSES = 4096  # client addresses kept parsed (each under 400 bytes with its key and text)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ADDRESSES: dict[str, IPAddress] = {}
+_ADDRESSES: dict[str, tuple[IPAddress, str]] = {}  # client_address -> (address, its text)
 
 
 class Framer:
@@ -141,6 +141,7 @@ class PolicyRequest:
 
     stage: str  # protocol_state, upper-case: RCPT, DATA, END-OF-MESSAGE, ...
     client: IPAddress
+    ip: str  # the client's address as text: str(client), made once
     client_name: str  # as the MTA gives it: shown, never trusted (s25rbl looks names up itself)
     helo: str
     sender: str
@@ -158,13 +159,14 @@ def read_request(attributes: dict[str, str]) -> PolicyRequest:
     raw = attributes.get("client_address")
     if raw is None:
         raise PolicyRequestError("no-client-address", "no client_address")
-    address = _ADDRESSES.get(raw) or _address(raw)
+    address, ip = _ADDRESSES.get(raw) or _address(raw)
     instance = _clean(attributes.get("instance", ""), 1000)
     if len(instance) > MAX_INSTANCE:
         raise PolicyRequestError("malformed", f"an instance of {len(instance)} characters")
     return PolicyRequest(
         stage=stage_of(attributes.get("protocol_state", "")),
         client=address,
+        ip=ip,
         client_name=_clean(attributes.get("client_name", ""), 255),
         helo=_clean(attributes.get("helo_name", ""), 255),
         sender=_clean(attributes.get("sender", ""), 512),
@@ -175,7 +177,7 @@ def read_request(attributes: dict[str, str]) -> PolicyRequest:
     )
 
 
-def _address(raw: str) -> IPAddress:
+def _address(raw: str) -> tuple[IPAddress, str]:
     """``client_address`` as an address (IPv4-mapped: the IPv4 address), remembered: the same
     clients ask again and again, and parsing costs more than the rest of the request's reading."""
     try:
@@ -186,9 +188,10 @@ def _address(raw: str) -> IPAddress:
         address = address.ipv4_mapped
     if len(_ADDRESSES) >= MAX_ADDRESSES:
         _ADDRESSES.clear()  # bounded: start again rather than keep count of use
+    parsed = (address, str(address))
     if len(raw) <= 64:
-        _ADDRESSES[raw] = address
-    return address
+        _ADDRESSES[raw] = parsed
+    return parsed
 
 
 def _clean(value: str, limit: int) -> str:

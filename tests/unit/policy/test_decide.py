@@ -38,7 +38,9 @@ SETTINGS = PolicySettings(tarpit=TARPIT, delay=300, retry_window=2 * 86400)
 
 
 def request(stage: str = "RCPT", instance: str = "s1", **changes: Any) -> PolicyRequest:
-    base = PolicyRequest(stage, IP, "name", "helo", "a@example.org", "b@example.net", instance, False, False)
+    base = PolicyRequest(
+        stage, IP, str(IP), "name", "helo", "a@example.org", "b@example.net", instance, False, False
+    )
     return replace(base, **changes)
 
 
