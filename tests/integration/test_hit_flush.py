@@ -192,6 +192,23 @@ async def test_slices_cover_every_hit_once() -> None:
     assert list(hits.take_slices(SLICE)) == []
 
 
+def test_a_last_hit_is_dated_to_its_whole_second() -> None:
+    """Hits a moment apart are dated alike (each second converted once, not each entry): the
+    start of the monotonic second they fell in, at most a second early, never late."""
+    clock = FakeClock()
+    hits = HitCounter(clock)
+    start = clock.now()
+    for entry_id in range(1, 101):
+        clock.advance(0.0099)  # 100 hits within 0.99 s of the first second
+        hits.hit_entry(entry_id)
+    clock.advance(0.5)
+    hits.hit_entry(101)  # in the next second
+    clock.advance(3)
+    dated = hits.take()
+    assert {at for _count, at in dated.values()} == {start, start + timedelta(seconds=1)}
+    assert dated[100][1] == start and dated[101][1] == start + timedelta(seconds=1)
+
+
 @pytest.mark.parametrize("lifetime", [timedelta(days=35), timedelta(days=1, microseconds=250_001)])
 async def test_a_hit_renews_a_learned_entry_to_the_microsecond(store: Store, lifetime: timedelta) -> None:
     last = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
