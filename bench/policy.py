@@ -19,10 +19,12 @@ the listed ones.
    late request counts its wait), and the median p99, of all runs and of those during which
    the hypervisor took (steal) under 2% of the server's core: on a shared host it takes the
    core away for tens of milliseconds at a time, and every request waiting meanwhile is late.
+   A run with more steal is run again (on sessions of its own), up to ``--pairs`` times more.
 3. Stored triplets: a fresh store with N triplets (half passed, half waiting), s25rbl in mode
    rgrey so every listed RCPT is a greylist lookup of a random stored triplet (mostly not in the
    node's cache: a store read), at the maximum and at the fixed rate (on sessions of its own),
-   for each N, and the largest store's figures over the smallest's.
+   for each N, and the largest store's figures over the smallest's. A try with steal is made
+   again, at most twice more, and the quietest one summed up.
 
 s25rbl and postgrey run pinned to one core (each idle while the other is measured), the load
 generator (this process, on uvloop) and unbound to the other. Each run also prints the
@@ -748,8 +750,12 @@ def main() -> int:
                     flush=True,
                 )
             phases.append(("fixed rate", time.perf_counter()))
-            p99s = []
-            for number in range(1, pairs + 1):
+            p99s: list[tuple[float, float]] = []
+            number = 0
+            # As many runs as pairs, and a run the hypervisor spoiled (steal of QUIET or more)
+            # run again, up to as many times more: every run is printed and summed up.
+            while number < 2 * pairs and sum(steal < QUIET for _, steal in p99s) < pairs:
+                number += 1
                 # sessions no run has sent yet, as many as requests at most: none sent twice
                 fresh = mix(pool, int(args.rate * duration), args.seed + 100 + number)
                 at_rate = runner.run(
@@ -786,30 +792,40 @@ def main() -> int:
                 node = start_s25rbl(config)
                 procs.append(node.proc)
                 warm_verdicts(int(node.output[-1].split()[-1]), pool)
-                stored = stored_mix(pool, listed, size, sessions, args.seed + size)
-                top = runner.run(
-                    closed_loop(
-                        f"{size:>9,} max rate", node.port, stored, args.connections, duration, node.proc.pid
+                print(f"  (stored in {took:.1f} s)", flush=True)
+                tries: list[tuple[Result, Result]] = []
+                # A try the hypervisor spoiled (steal of QUIET or more) is made again, on
+                # sessions of its own, at most twice more; the quietest try is summed up.
+                while len(tries) < 3 and (not tries or max(r.steal for r in tries[-1]) >= QUIET):
+                    seed = args.seed + size + 10 * len(tries)
+                    stored = stored_mix(pool, listed, size, sessions, seed)
+                    top = runner.run(
+                        closed_loop(
+                            f"{size:>9,} max rate",
+                            node.port,
+                            stored,
+                            args.connections,
+                            duration,
+                            node.proc.pid,
+                        )
                     )
-                )
-                # sessions of their own: the maximum rate's would find their triplets in memory
-                fresh = stored_mix(pool, listed, size, int(args.rate * duration), args.seed + size + 1)
-                fixed = runner.run(
-                    fixed_rate(
-                        f"{size:>9,} at {args.rate:,}/s",
-                        node.port,
-                        fresh,
-                        args.connections,
-                        args.rate,
-                        duration,
-                        node.proc.pid,
+                    # sessions of their own: the maximum rate's would find their triplets in memory
+                    fresh = stored_mix(pool, listed, size, int(args.rate * duration), seed + 1)
+                    fixed = runner.run(
+                        fixed_rate(
+                            f"{size:>9,} at {args.rate:,}/s",
+                            node.port,
+                            fresh,
+                            args.connections,
+                            args.rate,
+                            duration,
+                            node.proc.pid,
+                        )
                     )
-                )
+                    print(f"  {top.line()}\n  {fixed.line()}  late {fixed.late}", flush=True)
+                    tries.append((top, fixed))
                 upstream.stop(node.proc)
-                print(
-                    f"  (stored in {took:.1f} s)\n  {top.line()}\n  {fixed.line()}  late {fixed.late}",
-                    flush=True,
-                )
+                top, fixed = min(tries, key=lambda t: max(r.steal for r in t))
                 rows.append((size, top, fixed))
             if len(rows) > 1:
                 (small, top0, fixed0), (large, top1, fixed1) = rows[0], rows[-1]
