@@ -28,7 +28,7 @@ _ALSO: dict[Outcome, tuple[bool, str]] = {
 class PolicyCounters:
     """Counts since the node started."""
 
-    requests: Counter[tuple[str, Outcome]] = field(default_factory=Counter)  # (stage, outcome)
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, Outcome)
     tarpits: Counter[str] = field(default_factory=Counter)  # TARPIT_OUTCOMES
     greylist: Counter[str] = field(default_factory=Counter)  # GREYLIST_OUTCOMES
     bad_requests: Counter[str] = field(default_factory=Counter)  # by problem
