@@ -35,6 +35,8 @@ def timestamp_converter(column: Column[Any], dialect: Dialect) -> Callable[[Any]
 
 def sqlite_text(value: datetime) -> str:
     """An aware date-time as SQLite's text of it in UTC (``2026-12-01 19:00:00.000000``)."""
+    if value.tzinfo is None:  # as the store's UTCDateTime refuses one
+        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]  # without "+00:00"
@@ -57,25 +59,27 @@ def _converter(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
 
 _PROBE = datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
 
-_inserts: dict[tuple[str, str, tuple[str, ...]], str] = {}  # (table, dialect, columns) -> SQL
+# (table, dialect, style, columns, conflict keys) -> (SQL, the columns in its parameters' order)
+_inserts: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
 
-def _insert_sql(table: Table, dialect: Dialect, columns: tuple[str, ...], keys: Sequence[str]) -> str:
+def _insert_sql(
+    table: Table, dialect: Dialect, columns: tuple[str, ...], keys: Sequence[str]
+) -> tuple[str, tuple[str, ...]]:
     """INSERT of ``columns`` ignoring rows whose ``keys`` are present, in the driver's own
-    parameter style (the columns' order)."""
-    cache_key = (table.name, dialect.name, columns)
+    parameter style, and the columns in the order its parameters take them (with those of the
+    table's columns left out that have a default SQLAlchemy fills in)."""
+    cache_key = (table.name, dialect.name, dialect.paramstyle, columns, tuple(keys))
     known = _inserts.get(cache_key)
     if known is not None:
         return known
     module: Any = postgresql if dialect.name == "postgresql" else sqlite
     statement = module.insert(table).inline().on_conflict_do_nothing(index_elements=list(keys))
     compiled = statement.compile(dialect=dialect, column_keys=list(columns))
-    order = list(compiled.positiontup or ())
-    assert order == list(columns), f"{table.name}: parameters {order} not in the columns' order"
-    sql = str(compiled)
+    made = (str(compiled), tuple(compiled.positiontup or ()))
     if len(_inserts) < 32:  # a few tables, one set of columns each
-        _inserts[cache_key] = sql
-    return sql
+        _inserts[cache_key] = made
+    return made
 
 
 async def insert_ignoring(
@@ -86,19 +90,20 @@ async def insert_ignoring(
     if not rows:
         return
     dialect = connection.dialect
-    columns = tuple(rows[0])
-    sql = _insert_sql(table, dialect, columns, keys)
-    stamps = [
-        (i, timestamp_converter(table.c[name], dialect))
+    sql, columns = _insert_sql(table, dialect, tuple(rows[0]), keys)
+    defaults = {name: _default(table.c[name]) for name in columns if name not in rows[0]}
+    # Each date-time column's converter, and what it gave: each distinct value converted once
+    # (a row's date-times, and a batch's, often repeat).
+    stamps: list[tuple[int, Callable[[Any], Any], dict[datetime, Any]]] = [
+        (i, timestamp_converter(table.c[name], dialect), {})
         for i, name in enumerate(columns)
         if _is_timestamp(table.c[name])
     ]
-    done: dict[datetime, Any] = {}  # each distinct date-time converted once (a row's often repeat)
     for start in range(0, len(rows), SLICE):
         values: list[tuple[Any, ...]] = []
         for row in rows[start : start + SLICE]:
-            value = [row[name] for name in columns]
-            for i, convert in stamps:
+            value = [row[name] if name in row else defaults[name] for name in columns]
+            for i, convert, done in stamps:
                 stamp = value[i]
                 if stamp is not None:
                     text = done.get(stamp)
@@ -107,6 +112,14 @@ async def insert_ignoring(
                     value[i] = text
             values.append(tuple(value))
         await connection.exec_driver_sql(sql, values)
+
+
+def _default(column: Column[Any]) -> Any:
+    """The value SQLAlchemy would give a column a row leaves out: its plain default."""
+    default = column.default
+    if default is None or not default.is_scalar:
+        raise ValueError(f"{column.table.name}.{column.name}: no value, and no plain default")
+    return default.arg  # type: ignore[attr-defined]
 
 
 def _is_timestamp(column: Column[Any]) -> bool:

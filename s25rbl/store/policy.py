@@ -40,7 +40,7 @@ def _insert_ignoring_duplicates(session: AsyncSession, model: Any, keys: list[st
     return module.insert(model.__table__).on_conflict_do_nothing(index_elements=keys)
 
 
-INSERT_SLICE = 64  # rows per statement through SQLAlchemy: the event loop serves requests between
+INSERT_SLICE = 64  # rows per statement through SQLAlchemy (the event loop serves requests between two)
 
 
 async def _insert_in_slices(session: AsyncSession, model: Any, keys: list[str], rows: Sequence[Row]) -> None:

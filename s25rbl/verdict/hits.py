@@ -57,7 +57,9 @@ class HitCounter:
         for entry_id, (count, last) in batch.items():
             self._counts[entry_id] = self._counts.get(entry_id, 0) + count
             if entry_id not in self._last:
-                self._last[entry_id] = mono - (now - last).total_seconds()
+                # 1 µs later than the arithmetic gives: a time dated to its whole second must
+                # come back within that second, not a float's rounding before it.
+                self._last[entry_id] = mono - (now - last).total_seconds() + 1e-6
 
 
 def _dated(

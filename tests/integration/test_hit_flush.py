@@ -209,6 +209,23 @@ def test_a_last_hit_is_dated_to_its_whole_second() -> None:
     assert dated[100][1] == start and dated[101][1] == start + timedelta(seconds=1)
 
 
+def test_a_batch_put_back_keeps_its_dates() -> None:
+    """A flush that failed puts its batch back; taken again, each hit keeps the date it had
+    (a float's rounding must not move a date to the second before, flush after flush)."""
+    clock = FakeClock()
+    hits = HitCounter(clock)
+    for entry_id in range(1, 201):
+        clock.advance(0.0137)
+        hits.hit_entry(entry_id)
+    first = hits.take()
+    batch = first
+    for _ in range(5):  # five failed flushes in a row
+        clock.advance(30)
+        hits.restore(batch)
+        batch = hits.take()
+    assert batch == first
+
+
 @pytest.mark.parametrize("lifetime", [timedelta(days=35), timedelta(days=1, microseconds=250_001)])
 async def test_a_hit_renews_a_learned_entry_to_the_microsecond(store: Store, lifetime: timedelta) -> None:
     last = datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)

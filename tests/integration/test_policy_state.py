@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from s25rbl.config import LearningSettings, PolicySettings
 from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
@@ -24,6 +26,7 @@ from s25rbl.policy.state import PolicyState
 from s25rbl.resolve.rdns import ReverseLookup
 from s25rbl.service import Services
 from s25rbl.service.policy import PolicyReads, TripletWrite
+from s25rbl.store import driver
 from s25rbl.store.db import Store, migrate
 from s25rbl.store.driver import SLICE
 from s25rbl.store.entries import EntryRepository
@@ -278,12 +281,20 @@ async def test_only_clients_s25rbl_lists_by_its_rules_are_learned_from_passes(
 
 
 async def test_a_batch_larger_than_one_insert_statement_keeps_every_row(
-    make_node: NodeFactory, store: Store, clock: FakeClock
+    make_node: NodeFactory, store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Inserts go to the driver in slices of SLICE rows: a batch of several slices stores every
     triplet of it, once, its date-times as the store reads them back (the driver's own text of
     them on SQLite, checked against SQLAlchemy's reading)."""
     node = await make_node(mode="rgrey")
+    calls: list[int] = []
+    insert = driver.insert_ignoring
+
+    async def counted(connection: Any, table: Any, keys: Any, rows: Any) -> None:
+        calls.append(len(rows))
+        await insert(connection, table, keys, rows)
+
+    monkeypatch.setattr(driver, "insert_ignoring", counted)
     count = SLICE * 2 + 7
     for n in range(count):
         await node.ask("RCPT", DYNAMIC[0], f"s{n}", recipient=f"rcpt{n}@example.test")
@@ -291,12 +302,31 @@ async def test_a_batch_larger_than_one_insert_statement_keeps_every_row(
     await node.state.flush()
     stored = await rows(store, GreylistTriplet)
     assert sorted(t.recipient for t in stored) == sorted(f"rcpt{n}@example.test" for n in range(count))
+    assert calls == [count]  # through the driver, in slices of SLICE
     assert {(t.first_seen, t.last_seen, t.passed_at) for t in stored} == {(clock.now(), clock.now(), None)}
     # Stored as SQLAlchemy stores them (on SQLite: the same text), so that the database's own
     # comparisons (expiry, resets) find them.
     at = GreylistTriplet.first_seen == clock.now(), GreylistTriplet.last_seen == clock.now()
     async with store.transaction() as session:
         assert await session.scalar(select(func.count()).where(*at)) == count
+
+
+async def test_the_driver_takes_rows_in_any_key_order_and_fills_plain_defaults(store: Store) -> None:
+    """Rows go to the driver by column name, whatever their keys' order; a column a row leaves
+    out gets its plain default, as through SQLAlchemy; a duplicate leaves the first row be."""
+    at = datetime(2026, 7, 4, 23, 59, 1, 123456, tzinfo=UTC)
+    records = [
+        {"started_at": at, "instance": "i1", "client_ip": "192.0.2.1"},
+        {"started_at": at, "instance": "i2", "client_ip": "192.0.2.1"},
+        {"started_at": at + timedelta(seconds=1), "instance": "i1", "client_ip": "192.0.2.1"},
+    ]
+    async with store.transaction() as session:
+        table = typing.cast(Table, TarpitRecord.__table__)
+        await driver.insert_ignoring(await session.connection(), table, ["client_ip", "instance"], records)
+    stored = sorted((r.instance, r.started_at, r.client_name, r.mta) for r in await rows(store, TarpitRecord))
+    assert stored == [("i1", at, "", ""), ("i2", at, "", "")]
+    with pytest.raises(ValueError, match="naive"):
+        driver.sqlite_text(at.replace(tzinfo=None))
 
 
 async def test_a_revoked_address_needs_learn_after_new_passes(

@@ -211,12 +211,28 @@ def test_it_keeps_at_most_max_clients_and_no_long_keys(monkeypatch: pytest.Monke
     for n in range(120):
         clients.remember(f"192.0.2.{n}", 10.0, verdict)
         assert len(clients) <= 50
+    assert clients.verdict("192.0.2.119") is verdict  # the newest stay, the oldest went
+    assert clients.verdict("192.0.2.0") is None
     clients.remember("x" * (quick.MAX_KEY + 1), 10.0, verdict)
     clients.remember("192.0.2.ü", 10.0, verdict)
-    assert all(len(key) <= quick.MAX_KEY and key.isascii() for key in clients._clients)
+    assert all(len(key) <= quick.MAX_KEY and key.isascii() for key in clients.remembered())
     before = len(clients)
     clients.remember("192.0.2.250", None, verdict)  # a verdict not to be reused
     assert len(clients) == before
+
+
+def test_a_flood_of_listed_clients_leaves_the_unlisted_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    lists = object()
+    clients = quick.KnownClients(lambda: lists, lambda: 0.0, lambda _match: None)
+    monkeypatch.setattr(quick, "MAX_LISTED", 40)
+    clean = Verdict(Code.NOT_LISTED, Step.CLEAN, CLEAN[0])
+    clients.remember(CLEAN[0], 10.0, clean)
+    for n in range(1000):  # a botnet's addresses, or a /64's without a PTR
+        address = f"2001:db8::{n:x}"
+        clients.remember(address, 10.0, Verdict(Code.NO_RDNS, Step.NO_CONFIRMED_NAME, address))
+    assert len(clients) <= 41
+    assert clients.verdict(CLEAN[0]) is clean
+    assert clients.stage(request()) == "RCPT"
 
 
 async def test_a_listed_clients_next_requests_take_its_remembered_verdict(
