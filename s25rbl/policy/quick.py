@@ -15,8 +15,9 @@ MAX_REQUEST, no empty attribute name, at most MAX_ATTRIBUTES lines, an
 counted as the full path counts it; any other request, and every request about any other
 client, goes the full way. One check is left out, for its cost: a line without ``=`` in such
 a request, which the full path would count as a malformed request, is not looked for (the
-answer, DUNNO, is the same). The list entry that whitelisted the client is counted a hit
-again, as a DNS answer kept whole is.
+answer, DUNNO, is the same). Either way, the list entry behind a remembered verdict (the one
+that whitelisted or blacklisted the client) is counted a hit each time, as the engine counts
+it, and as a DNS answer kept whole is.
 
 Bounded: at most MAX_CLIENTS unlisted and MAX_LISTED listed clients, kept apart (a flood of
 listed addresses, a botnet's or a no-PTR IPv6 /64's, cannot push the unlisted ones out), the
