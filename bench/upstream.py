@@ -180,10 +180,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def steal_seconds(cpu: int) -> float:
+def steal_seconds(cpu: int | None) -> float:
     """Time the hypervisor took core ``cpu`` away from this machine (``steal`` in /proc/stat;
     0 on bare metal). A server that is not running cannot answer: a run with much of it has
-    worse latencies through no fault of the server's, so runs print it beside their figures."""
+    worse latencies through no fault of the server's, so runs print it beside their figures.
+    0 when no core is named (a one-core machine pins nothing)."""
+    if cpu is None:
+        return 0.0
     with open("/proc/stat", "rb") as f:
         for line in f:
             fields = line.split()

@@ -117,6 +117,7 @@ def test_cached(runs: dict[str, Run]) -> None:
     assert "pair 1 s25rbl" in out and "pair 1 rbldnsd" in out
     assert "median ratio s25rbl/rbldnsd:" in out
     assert "ratio by CPU:" in out and "µs/answer" in out
+    assert re.search(r"µs/answer  steal [\d.]+% / [\d.]+%", out)  # the hypervisor's share, each run
     assert "median CPU seconds per answer: s25rbl" in out and "median ratio by CPU (rbldnsd/s25rbl):" in out
 
 
