@@ -812,30 +812,13 @@ def main() -> int:
                     seed = args.seed + size + 10 * len(tries)
                     stored = stored_mix(pool, listed, size, sessions, seed)
                     size_phases.append(("max rate", time.perf_counter()))
-                    top = runner.run(
-                        closed_loop(
-                            f"{size:>9,} max rate",
-                            node.port,
-                            stored,
-                            args.connections,
-                            duration,
-                            node.proc.pid,
-                        )
-                    )
+                    port, pid, conns = node.port, node.proc.pid, args.connections
+                    top = runner.run(closed_loop(f"{size:>9,} max rate", port, stored, conns, duration, pid))
                     # sessions of their own: the maximum rate's would find their triplets in memory
                     fresh = stored_mix(pool, listed, size, int(args.rate * duration), seed + 1)
                     size_phases.append(("fixed rate", time.perf_counter()))
-                    fixed = runner.run(
-                        fixed_rate(
-                            f"{size:>9,} at {args.rate:,}/s",
-                            node.port,
-                            fresh,
-                            args.connections,
-                            args.rate,
-                            duration,
-                            node.proc.pid,
-                        )
-                    )
+                    label = f"{size:>9,} at {args.rate:,}/s"
+                    fixed = runner.run(fixed_rate(label, port, fresh, conns, args.rate, duration, pid))
                     print(f"  {top.line()}\n  {fixed.line()}  late {fixed.late}", flush=True)
                     tries.append((top, fixed))
                 size_phases.append(("stop", time.perf_counter()))
