@@ -27,7 +27,8 @@ def report(perf: Perf, rate: int) -> None:
         f"{perf.label}: {perf.qps:,.0f} q/s of {rate:,} asked; latency p50 {ms[0.5]:.3f} ms, "
         f"p90 {ms[0.9]:.3f}, p99 {ms[0.99]:.3f}, p99.9 {ms[0.999]:.3f}, "
         f"max {perf.stats.get('max', 0) * 1e3:.2f} ms; lost {perf.lost} of {perf.sent} "
-        f"({perf.lost / max(perf.sent, 1):.4%}); server cpu {perf.server_cpu:.0%}",
+        f"({perf.lost / max(perf.sent, 1):.4%}); server cpu {perf.server_cpu:.0%}; "
+        f"steal {perf.steal[0]:.1%} / {perf.steal[1]:.1%}",
         flush=True,
     )
 

@@ -124,6 +124,7 @@ def test_cached(runs: dict[str, Run]) -> None:
 def test_fixed_rate(runs: dict[str, Run]) -> None:
     out = result(runs, "fixed_rate").output
     assert "round 1 s25rbl" in out and "round 1 rbldnsd" in out and "p99" in out
+    assert re.search(r"server cpu \d+%; steal [\d.]+% / [\d.]+%", out)
 
 
 def test_memory(runs: dict[str, Run]) -> None:
