@@ -162,7 +162,7 @@ class Perf:
     rcodes: dict[str, int] = field(default_factory=dict)
     server_cpu: float = 0.0  # share of one core while dnsperf ran
     server_cpu_seconds: float = 0.0  # the server's utime + stime over the same window
-    steal: tuple[float, float] = (0.0, 0.0)  # share of the run the hypervisor took the server's / load's core
+    steal: tuple[float, ...] = (0.0, 0.0)  # share of the run the hypervisor took the server's / load's core
     raw: str = ""
 
     @property
@@ -237,7 +237,7 @@ def dnsperf(
         argv.append("-v")
     path = out or queries.with_suffix(".dnsperf.out")
     cpu0 = upstream.cpu_seconds(server_pid) if server_pid else 0.0
-    steal0 = upstream.steal_seconds(SERVER_CPU), upstream.steal_seconds(LOAD_CPU)
+    steal = upstream.StealMeter(SERVER_CPU, LOAD_CPU)
     t0 = time.monotonic()
     with path.open("wb") as sink:
         proc = subprocess.Popen(upstream.taskset(LOAD_CPU, argv), stdout=sink, stderr=subprocess.STDOUT)
@@ -249,10 +249,7 @@ def dnsperf(
                 proc.wait()
     perf = Perf(label)
     wall = time.monotonic() - t0
-    perf.steal = (
-        (upstream.steal_seconds(SERVER_CPU) - steal0[0]) / max(wall, 1e-9),
-        (upstream.steal_seconds(LOAD_CPU) - steal0[1]) / max(wall, 1e-9),
-    )
+    perf.steal = steal.shares(wall)
     if server_pid:
         perf.server_cpu_seconds = upstream.cpu_seconds(server_pid) - cpu0
         perf.server_cpu = perf.server_cpu_seconds / max(wall, 1e-9)

@@ -342,15 +342,14 @@ async def closed_loop(
         next_request(conn)
 
     cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
-    steal0 = upstream.steal_seconds(SERVER_CPU), upstream.steal_seconds(LOAD_CPU)
+    steal = upstream.StealMeter(SERVER_CPU, LOAD_CPU)
     for conn in conns:
         conn.on_answer = on_answer
         next_request(conn)
     await asyncio.wait_for(asyncio.wait([finished, lost], return_when=asyncio.FIRST_COMPLETED), duration + 30)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
-    result.steal = (upstream.steal_seconds(SERVER_CPU) - steal0[0]) / result.seconds
-    result.load_steal = (upstream.steal_seconds(LOAD_CPU) - steal0[1]) / result.seconds
+    result.steal, result.load_steal = steal.shares(result.seconds)
     result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)
@@ -389,7 +388,7 @@ async def fixed_rate(
         conn.on_answer = on_answer
     total = int(rate * duration)
     cpu0, own0, t0 = upstream.cpu_seconds(pid), time.process_time(), time.perf_counter()
-    steal0 = upstream.steal_seconds(SERVER_CPU), upstream.steal_seconds(LOAD_CPU)
+    steal = upstream.StealMeter(SERVER_CPU, LOAD_CPU)
     for i in range(total):
         scheduled = t0 + i / rate
         delay = scheduled - time.perf_counter()
@@ -408,8 +407,7 @@ async def fixed_rate(
         await asyncio.sleep(0.01)
     result.seconds = time.perf_counter() - t0
     result.server_cpu = (upstream.cpu_seconds(pid) - cpu0) / result.seconds
-    result.steal = (upstream.steal_seconds(SERVER_CPU) - steal0[0]) / result.seconds
-    result.load_steal = (upstream.steal_seconds(LOAD_CPU) - steal0[1]) / result.seconds
+    result.steal, result.load_steal = steal.shares(result.seconds)
     result.client_cpu = (time.process_time() - own0) / result.seconds
     result.stages = feed.sent
     close(conns, lost)

@@ -193,3 +193,18 @@ def steal_seconds(cpu: int | None) -> float:
             if fields[0] == f"cpu{cpu}".encode():
                 return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
     return 0.0
+
+
+class StealMeter:
+    """The steal of some cores (``steal_seconds``) from when it is made: ``shares(seconds)``
+    gives each core's share of a run of that many seconds."""
+
+    def __init__(self, *cpus: int | None) -> None:
+        self._cpus = cpus
+        self._start = [steal_seconds(cpu) for cpu in cpus]
+
+    def shares(self, seconds: float) -> tuple[float, ...]:
+        return tuple(
+            (steal_seconds(cpu) - start) / max(seconds, 1e-9)
+            for cpu, start in zip(self._cpus, self._start, strict=True)
+        )
