@@ -33,6 +33,20 @@ def timestamp_converter(column: Column[Any], dialect: Dialect) -> Callable[[Any]
     return _converter(column.type.dialect_impl(dialect).bind_processor(dialect))
 
 
+def converted_once(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert``, each distinct value converted once: a batch's date-times repeat (a row's
+    first and last sight, a drain's hits), and the memory lasts as long as the batch."""
+    done: dict[Any, Any] = {}
+
+    def once(value: Any) -> Any:
+        text = done.get(value)
+        if text is None:
+            text = done[value] = convert(value)
+        return text
+
+    return once
+
+
 def sqlite_text(value: datetime) -> str:
     """An aware date-time as SQLite's text of it in UTC (``2026-12-01 19:00:00.000000``)."""
     if value.tzinfo is None:  # as the store's UTCDateTime refuses one
@@ -92,10 +106,8 @@ async def insert_ignoring(
     dialect = connection.dialect
     sql, columns = _insert_sql(table, dialect, tuple(rows[0]), keys)
     defaults = {name: _default(table.c[name]) for name in columns if name not in rows[0]}
-    # Each date-time column's converter, and what it gave: each distinct value converted once
-    # (a row's date-times, and a batch's, often repeat).
-    stamps: list[tuple[int, Callable[[Any], Any], dict[datetime, Any]]] = [
-        (i, timestamp_converter(table.c[name], dialect), {})
+    stamps = [
+        (i, converted_once(timestamp_converter(table.c[name], dialect)))
         for i, name in enumerate(columns)
         if _is_timestamp(table.c[name])
     ]
@@ -103,13 +115,9 @@ async def insert_ignoring(
         values: list[tuple[Any, ...]] = []
         for row in rows[start : start + SLICE]:
             value = [row[name] if name in row else defaults[name] for name in columns]
-            for i, convert, done in stamps:
-                stamp = value[i]
-                if stamp is not None:
-                    text = done.get(stamp)
-                    if text is None:
-                        text = done[stamp] = convert(stamp)
-                    value[i] = text
+            for i, convert in stamps:
+                if value[i] is not None:
+                    value[i] = convert(value[i])
             values.append(tuple(value))
         await connection.exec_driver_sql(sql, values)
 

@@ -4,8 +4,9 @@ A flush writes up to ~100,000 entries every 30 s. Through SQLAlchemy's compiled 
 row's parameters went through its bind processing (a dict per row, the UTCDateTime and
 DateTime processors per timestamp): ~20 µs of CPU per entry, most of it on the event loop.
 Here the statement is written once per dialect and the rows handed to the driver's
-``executemany`` as tuples: on SQLite, one timestamp's text per row (``isoformat``, checked
-against SQLAlchemy's own text), the learned entries' renewal worked out in SQL.
+``executemany`` as tuples (``store.driver``): each distinct timestamp converted once (on
+SQLite to its text by ``isoformat``, checked against SQLAlchemy's own text), the learned
+entries' renewal worked out in SQL.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from s25rbl.lists.values import EntrySource
-from s25rbl.store.driver import handled, sqlite_text, timestamp_converter
+from s25rbl.store.driver import converted_once, handled, sqlite_text, timestamp_converter
 from s25rbl.store.models import Entry
 
 
@@ -37,19 +38,15 @@ async def write_hits(
     shift = _whole_seconds(learned_lifetime) if convert is sqlite_text else None
     mark = "?" if dialect.paramstyle == "qmark" else "$"
     statement = _statement(mark, learned_lifetime is not None, shift)
-    # Hits counted by the C answer path share their timestamps (one per drain, once a
-    # second): each distinct one is converted once, not once per row.
+    # Hits share their dates (one per second): each distinct one is converted once.
     renewal = learned_lifetime if shift is None else None  # worked out here, not in SQL
-    texts: dict[datetime, Any] = {}
-    rows: list[tuple[Any, ...]] = []
-    for entry_id, (count, last) in hits.items():
-        text = texts.get(last)
-        if text is None:
-            text = texts[last] = convert(last)
-        if renewal is None:
-            rows.append((count, text, entry_id))
-        else:
-            rows.append((count, text, convert(last + renewal), entry_id))
+    last_text = converted_once(convert)
+    rows: list[tuple[Any, ...]]
+    if renewal is None:
+        rows = [(count, last_text(last), entry_id) for entry_id, (count, last) in hits.items()]
+    else:
+        renewed = converted_once(lambda at: convert(at + renewal))
+        rows = [(count, last_text(last), renewed(last), entry_id) for entry_id, (count, last) in hits.items()]
     await connection.exec_driver_sql(statement, rows)
     return True
 

@@ -255,12 +255,14 @@ async def test_a_hit_renews_a_learned_entry_to_the_microsecond(store: Store, lif
         session.add_all(rows)
         await session.flush()
         ids = [r.id for r in rows]
+    # Each entry its own last hit, a second and a microsecond apart: each written as its own.
+    lasts = {i: last - timedelta(seconds=n, microseconds=n) for n, i in enumerate(ids)}
     async with store.transaction() as session:
-        await EntryRepository(session).record_hits({i: (1, last) for i in ids}, lifetime)
+        await EntryRepository(session).record_hits({i: (1, lasts[i]) for i in ids}, lifetime)
     async with store.transaction() as session:
         found = await session.execute(
             select(Entry.id, Entry.expires_at, Entry.last_hit_at).where(Entry.id.in_(ids))
         )
         by_id = {i: (expires, hit) for i, expires, hit in found.all()}
-    assert [by_id[i][0] for i in ids] == [last + lifetime, late, early, None]
-    assert all(by_id[i][1] == last for i in ids)
+    assert [by_id[i][0] for i in ids] == [lasts[ids[0]] + lifetime, late, early, None]
+    assert [by_id[i][1] for i in ids] == [lasts[i] for i in ids]

@@ -317,14 +317,14 @@ async def test_the_driver_takes_rows_in_any_key_order_and_fills_plain_defaults(s
     at = datetime(2026, 7, 4, 23, 59, 1, 123456, tzinfo=UTC)
     records = [
         {"started_at": at, "instance": "i1", "client_ip": "192.0.2.1"},
-        {"started_at": at, "instance": "i2", "client_ip": "192.0.2.1"},
-        {"started_at": at + timedelta(seconds=1), "instance": "i1", "client_ip": "192.0.2.1"},
+        {"started_at": at + timedelta(seconds=1), "instance": "i2", "client_ip": "192.0.2.1"},
+        {"started_at": at + timedelta(seconds=2), "instance": "i1", "client_ip": "192.0.2.1"},
     ]
     async with store.transaction() as session:
         table = typing.cast(Table, TarpitRecord.__table__)
         await driver.insert_ignoring(await session.connection(), table, ["client_ip", "instance"], records)
     stored = sorted((r.instance, r.started_at, r.client_name, r.mta) for r in await rows(store, TarpitRecord))
-    assert stored == [("i1", at, "", ""), ("i2", at, "", "")]
+    assert stored == [("i1", at, "", ""), ("i2", at + timedelta(seconds=1), "", "")]
     with pytest.raises(ValueError, match="naive"):
         driver.sqlite_text(at.replace(tzinfo=None))
 
