@@ -2,8 +2,8 @@
 lines ended by an empty line; the answer is one ``action=...`` line and an empty line.
 
 Bounded: a request longer than ``MAX_REQUEST`` bytes, complete or not, cannot be read (the
-connection is closed after a DUNNO), one of more than ``MAX_ATTRIBUTES`` lines or with a line that is not
-``name=value`` is answered DUNNO. ``\\r\\n`` line ends are read as ``\\n``.
+connection is closed after a DUNNO), one of more than ``MAX_ATTRIBUTES`` lines or with a line
+that is not ``name=value`` is answered DUNNO. ``\\r\\n`` line ends are read as ``\\n``.
 """
 
 from __future__ import annotations
