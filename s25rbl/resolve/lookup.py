@@ -139,13 +139,12 @@ class Lookup:
                 pools.open(index, functools.partial(self._opened, self.token, index))
                 return
             proto = pools.pick(index, pool, self._loop)
-            transport = proto.transport
-            if proto.closed or transport is None:
+            if proto.closed or proto.transport is None:
                 pools.drop(index, pool)
                 self._failed = True
                 self._attempt += 1
                 continue
-            self._send(index, proto, transport, now, remaining)
+            self._send(index, proto, now, remaining)
             return
         self._finish(SERVFAIL if self._failed else TIMEOUT)
 
@@ -160,9 +159,7 @@ class Lookup:
             self._attempt += 1
         self.attempt_next()
 
-    def _send(
-        self, index: int, proto: UdpSocket, transport: asyncio.DatagramTransport, now: float, remaining: float
-    ) -> None:
+    def _send(self, index: int, proto: UdpSocket, now: float, remaining: float) -> None:
         context = self._context
         mixed = self._mixed = context.case_kept[index] and not self._as_given
         qwire = self._qwire
@@ -188,7 +185,7 @@ class Lookup:
         self._attempt_end = now + share
         self.token += 1
         self._timers.add(share, self, self.token)
-        transport.sendto(qid.to_bytes(2, "big") + body)
+        context.pools.send(proto, qid.to_bytes(2, "big") + body, self._loop)
 
     def _next_attempt(self) -> None:
         self._attempt += 1

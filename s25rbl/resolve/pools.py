@@ -1,15 +1,24 @@
 """The stub resolver's sockets: a pool of connected UDP sockets per upstream, each on its own
 random port and replaced after ``rotate_queries`` queries or ``rotate_seconds``, and the one
-TCP query made when an answer is truncated."""
+TCP query made when an answer is truncated.
+
+Queries are sent together at the end of the event loop's turn (``send``): the upstream is
+woken once for all the lookups that one batch of DNS requests started, not once per query;
+on a loopback unbound that halved the resolver's own CPU per lookup and took a fifth off
+s25rbl's (bench/README.md, "Fresh verdicts": queries sent together).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from s25rbl.resolve.codec import answers_question
 from s25rbl.resolve.udp import CASE_CHANGED, UdpSocket
+
+log = logging.getLogger(__name__)
 
 
 class SocketPools:
@@ -35,6 +44,7 @@ class SocketPools:
         self._retiring: set[UdpSocket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tcp_writers: set[asyncio.StreamWriter] = set()
+        self._due: list[UdpSocket] = []  # sockets with queries waiting for the end of the turn
         self.closed = False
 
     def open(self, index: int, then: Callable[[], None]) -> None:
@@ -61,6 +71,29 @@ class SocketPools:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return proto
+
+    def send(self, proto: UdpSocket, packet: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        """Send ``packet`` on ``proto`` once the event loop's current turn is done, with every
+        other query of the turn. A query whose socket closes first is not sent: its attempt's
+        deadline moves its lookup on, as for a lost datagram."""
+        if not proto.outgoing:
+            if not self._due:
+                loop.call_soon(self._flush)
+            self._due.append(proto)
+        proto.outgoing.append(packet)
+
+    def _flush(self) -> None:
+        due, self._due = self._due, []
+        for proto in due:
+            packets, proto.outgoing = proto.outgoing, []
+            transport = proto.transport
+            if proto.closed or transport is None or transport.is_closing():
+                continue
+            try:
+                for packet in packets:
+                    transport.sendto(packet)
+            except Exception:  # one socket's failure must not keep the others' queries back
+                log.exception("error sending queries upstream; their lookups move on at their deadline")
 
     def refusing(self, within: float = 30.0) -> list[str]:
         """The upstreams (``host:port``) that refused a query (ICMP port unreachable: nothing

@@ -66,6 +66,7 @@ class UdpSocket(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, Pending] = {}
+        self.outgoing: list[bytes] = []  # queries to send at the end of the loop's turn
         self.closed = False
         self.uses = 0  # queries sent
         self.born = 0.0  # loop time it was opened

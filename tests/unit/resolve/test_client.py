@@ -708,3 +708,95 @@ async def test_sockets_are_replaced_over_time(dns: FakeDNS) -> None:
     finally:
         await client.close()
     assert len({s.port for s in dns.seen}) >= 10  # 2 ports for the first 10 queries, then new ones
+
+
+async def _opened(client: StubResolver, upstream: socket.socket) -> None:
+    """Open the client's sockets with one lookup, and take its query off the upstream."""
+    client.ask("first.bulk.test", A, lambda result: None)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        try:
+            upstream.recv(512)
+            return
+        except BlockingIOError:
+            continue
+    raise AssertionError("the first query never arrived")
+
+
+def _asked(packets: list[bytes]) -> list[str]:
+    return [str(DNSRecord.parse(packet).q.qname).lower().rstrip(".") for packet in packets]
+
+
+def _waiting(upstream: socket.socket) -> list[bytes]:
+    got: list[bytes] = []
+    while True:
+        try:
+            got.append(upstream.recv(512))
+        except BlockingIOError:
+            return got
+
+
+async def test_the_queries_of_one_turn_go_upstream_together() -> None:
+    # One batch of DNS requests starts many lookups in one turn of the event loop; their
+    # queries leave together at its end, so the upstream is woken once, not once per query.
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.1", 0))
+    upstream.setblocking(False)
+    client = StubResolver([upstream.getsockname()], timeout=2.0, attempts=1, sockets=3)
+    try:
+        await _opened(client, upstream)
+        names = [f"h{n}.bulk.test" for n in range(12)]
+        for name in names:
+            client.ask(name, A, lambda result: None)
+        assert _waiting(upstream) == []  # nothing sent while the turn goes on
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        sent = _waiting(upstream)
+    finally:
+        await client.close()
+        upstream.close()
+    assert sorted(_asked(sent)) == sorted(names)
+
+
+async def test_a_socket_that_fails_to_send_keeps_no_other_query_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.1", 0))
+    upstream.setblocking(False)
+    client = StubResolver([upstream.getsockname()], timeout=2.0, attempts=1, sockets=2)
+    try:
+        await _opened(client, upstream)
+        pools = client._context.pools
+        pool = pools.pools[0]
+        assert pool is not None
+        broken, working = pool
+        transport = broken.transport
+        assert transport is not None
+
+        def refuse(data: bytes, addr: object = None) -> None:
+            raise RuntimeError("this socket cannot send")
+
+        monkeypatch.setattr(transport, "sendto", refuse)
+        # A socket closed before the turn ends sends nothing, and nothing raises.
+        for n in range(4):
+            client.ask(f"h{n}.bulk.test", A, lambda result: None)
+        assert len(broken.outgoing) == 2 and len(working.outgoing) == 2
+        working.closed = True
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        assert _waiting(upstream) == [] and working.outgoing == []
+        working.closed = False
+        # The broken socket is flushed first; the working one's queries still go out.
+        pools._next_socket = 0
+        for n in range(4, 8):
+            client.ask(f"h{n}.bulk.test", A, lambda result: None)
+        assert pools._due == [broken, working]
+        expected = _asked(working.outgoing)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        sent = _waiting(upstream)
+    finally:
+        await client.close()
+        upstream.close()
+    assert sorted(_asked(sent)) == sorted(expected) == ["h5.bulk.test", "h7.bulk.test"]
