@@ -341,6 +341,7 @@ class RunResult:
     sample: Sample = field(default_factory=Sample)
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    steal: tuple[float, ...] = (0.0, 0.0)  # share of the window the host took s25rbl's / the other core
     raw: str = ""
 
 
@@ -399,6 +400,7 @@ async def load_run(
     inflight: int,
     duration: float,
     load_cpu: int,
+    server_cpu: int,
 ) -> RunResult:
     result = RunResult(inflight)
     stop = asyncio.Event()
@@ -412,6 +414,7 @@ async def load_run(
     )  # fmt: skip
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0, u0, c0 = upstream.cpu_seconds(server.proc.pid), upstream.cpu_seconds(unbound_pid), time.process_time()
+    steal = upstream.StealMeter(server_cpu, load_cpu)
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
@@ -424,6 +427,7 @@ async def load_run(
         await asyncio.wait({communicate}, timeout=duration)
         t1 = time.monotonic()
         s1, u1 = upstream.cpu_seconds(server.proc.pid), upstream.cpu_seconds(unbound_pid)
+        result.steal = steal.shares(t1 - t0)
         stop.set()
         stdout, _ = await communicate
         result.sample = await sampler
@@ -500,7 +504,10 @@ def report_run(r: RunResult, layout: dict[str, int]) -> None:
           f"s25rbl {r.cpu['s25rbl'] / w:.0%} of a core (cpu {layout['server']}, "
           f"{r.cpu['s25rbl'] / per * 1e6:.0f} µs/verdict), "
           f"unbound {r.cpu['unbound'] / w:.0%} (cpu {layout['unbound']}, "
-          f"{r.cpu['unbound'] / per * 1e6:.0f} µs per query, i.e. per PTR+A pair)")  # fmt: skip
+          f"{r.cpu['unbound'] / per * 1e6:.0f} µs per query, i.e. per PTR+A pair); "
+          f"steal {r.steal[0]:.1%} / {r.steal[1]:.1%} of cpu {layout['server']} / "
+          f"cpu {layout['load']} (the host's use of the cores: figures from a run with steal "
+          f"are not the server's)")  # fmt: skip
     print(f"  load side (cpu {layout['load']}, whole dnsperf run incl. startup/tail): "
           f"dnsperf {r.cpu['dnsperf']:.2f} s CPU, sampler {r.cpu['sampler']:.2f} s CPU")  # fmt: skip
     if r.cpu["unbound"] > 0 and r.cpu["s25rbl"] > 0:
@@ -617,6 +624,7 @@ def main() -> int:
                         inflight=q,
                         duration=duration,
                         load_cpu=layout["load"] if two else 0,
+                        server_cpu=layout["server"] if two else 0,
                     )
                 )
                 upstream.stop(server.proc)

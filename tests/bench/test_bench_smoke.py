@@ -109,6 +109,7 @@ def result(runs: dict[str, Run], name: str) -> Run:
 def test_fresh_verdicts(runs: dict[str, Run]) -> None:
     out = result(runs, "fresh_verdicts").output
     assert "fresh verdicts:" in out and "== dnsperf -q" in out and "CPU while dnsperf was sending" in out
+    assert re.search(r"steal \d+\.\d% / \d+\.\d% of cpu \d / cpu \d", out), out
 
 
 def test_cached(runs: dict[str, Run]) -> None:
