@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from s25rbl.errors import DuplicateEntry
+from s25rbl.errors import DuplicateEntry, InvalidEntry
 from s25rbl.learning.retries import count_retries
-from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName
+from s25rbl.lists.values import EntryKind, EntrySource, EntrySpec, ListName, parse_domain
 from s25rbl.store.entries import EntryRepository
 from s25rbl.store.learning import PoolMember, ReportRepository, SuggestionRepository
 from s25rbl.store.models import Entry, Suggestion
@@ -63,6 +63,8 @@ class PoolView:
             suffix = ".".join(labels[cut:])
             if len(suffix) < len(self.pool.domain):
                 break
+            if not _entry_domain(suffix):
+                continue  # not a name a whitelist entry can hold (a label with odd octets): wider
             if suffix not in self._seen:
                 self._seen[suffix] = self._members_if_pool(suffix)
             inside = self._seen[suffix]
@@ -161,6 +163,15 @@ def _at(member: PoolMember) -> datetime:
     return member.at
 
 
+def _entry_domain(suffix: str) -> bool:
+    """Whether ``suffix`` may be a whitelist domain entry (what ``EntrySpec.build`` checks)."""
+    try:
+        parse_domain(suffix)
+    except InvalidEntry:
+        return False
+    return True
+
+
 def _general_rule(name: str) -> str | None:
     hit = first_general_rule(name)
     return hit[0] if hit is not None else None
@@ -176,7 +187,9 @@ async def approve_suggestion(
         raise DuplicateEntry(f"suggestion {suggestion_id} is already {suggestion.status}")
     evidence = json.loads(suggestion.evidence)
     reason = f"pool retries from {len(evidence.get('addresses', []))} addresses (suggestion {suggestion_id})"
-    spec = EntrySpec(ListName.WHITE, EntryKind.DOMAIN, suggestion.domain, reason[:255])
+    # Validated as every entry is: a suggestion stored before names were checked may hold one
+    # no entry can (InvalidEntry, the API's 422).
+    spec = EntrySpec.build(ListName.WHITE.value, EntryKind.DOMAIN.value, suggestion.domain, reason[:255])
     entry = await EntryRepository(session).add(spec, source=EntrySource.MANUAL, creator=actor, now=now)
     suggestion.status = "approved"
     suggestion.entry_id = entry.id

@@ -231,3 +231,25 @@ async def test_hits_renew_a_learned_entry(store: Store) -> None:
     assert entry.hit_count == 5
     assert entry.expires_at is not None and first_expiry is not None
     assert entry.expires_at - first_expiry >= timedelta(days=9)
+
+
+async def test_a_stored_suggestion_no_entry_could_hold_is_refused_on_approval(store: Store) -> None:
+    # Stored before suggestions were checked: approving it must not write an entry that every
+    # other way of adding one refuses.
+    from s25rbl.errors import InvalidEntry
+    from s25rbl.store.learning import SuggestionRepository
+
+    clock = FakeClock()
+    async with store.transaction() as session:
+        suggestion = await SuggestionRepository(session).upsert(
+            "smtp\\032out.bigmail.example", '{"addresses": []}', clock.now()
+        )
+        assert suggestion is not None
+        suggestion_id = suggestion.id
+    with pytest.raises(InvalidEntry, match="not a valid DNS label"):
+        await Services(store, clock).learning.approve(suggestion_id, actor="ops")
+    async with store.transaction() as session:
+        rows = await SuggestionRepository(session).search(None)
+        entries = await session.scalar(select(func.count()).select_from(Entry))
+    assert [(s.domain, s.status) for s in rows] == [("smtp\\032out.bigmail.example", "open")]
+    assert entries == 0
