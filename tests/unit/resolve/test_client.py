@@ -6,7 +6,7 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -736,37 +736,45 @@ def _waiting(upstream: socket.socket) -> list[bytes]:
             return got
 
 
-async def test_the_queries_of_one_turn_go_upstream_together() -> None:
-    # One batch of DNS requests starts many lookups in one turn of the event loop; their
-    # queries leave together at its end, so the upstream is woken once, not once per query.
+@pytest.fixture
+def silent() -> Iterator[socket.socket]:
+    """An upstream that never answers: a bound UDP socket the test reads the queries from."""
     upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     upstream.bind(("127.0.0.1", 0))
     upstream.setblocking(False)
-    client = StubResolver([upstream.getsockname()], timeout=2.0, attempts=1, sockets=3)
+    yield upstream
+    upstream.close()
+
+
+async def _turn_ends() -> None:
+    """Let the event loop end its turn (the queries leave) and the datagrams arrive."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+
+
+async def test_the_queries_of_one_turn_go_upstream_together(silent: socket.socket) -> None:
+    # One batch of DNS requests starts many lookups in one turn of the event loop; their
+    # queries leave together at its end, so the upstream is woken once, not once per query.
+    client = StubResolver([silent.getsockname()], timeout=2.0, attempts=1, sockets=3)
     try:
-        await _opened(client, upstream)
+        await _opened(client, silent)
         names = [f"h{n}.bulk.test" for n in range(12)]
         for name in names:
             client.ask(name, A, lambda result: None)
-        assert _waiting(upstream) == []  # nothing sent while the turn goes on
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
-        sent = _waiting(upstream)
+        assert _waiting(silent) == []  # nothing sent while the turn goes on
+        await _turn_ends()
+        sent = _waiting(silent)
     finally:
         await client.close()
-        upstream.close()
     assert sorted(_asked(sent)) == sorted(names)
 
 
 async def test_a_socket_that_fails_to_send_keeps_no_other_query_back(
-    monkeypatch: pytest.MonkeyPatch,
+    silent: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    upstream.bind(("127.0.0.1", 0))
-    upstream.setblocking(False)
-    client = StubResolver([upstream.getsockname()], timeout=2.0, attempts=1, sockets=2)
+    client = StubResolver([silent.getsockname()], timeout=2.0, attempts=1, sockets=2)
     try:
-        await _opened(client, upstream)
+        await _opened(client, silent)
         pools = client._context.pools
         pool = pools.pools[0]
         assert pool is not None
@@ -783,9 +791,8 @@ async def test_a_socket_that_fails_to_send_keeps_no_other_query_back(
             client.ask(f"h{n}.bulk.test", A, lambda result: None)
         assert len(broken.outgoing) == 2 and len(working.outgoing) == 2
         working.closed = True
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
-        assert _waiting(upstream) == [] and working.outgoing == []
+        await _turn_ends()
+        assert _waiting(silent) == [] and working.outgoing == []
         working.closed = False
         # The broken socket is flushed first; the working one's queries still go out.
         pools._next_socket = 0
@@ -793,10 +800,8 @@ async def test_a_socket_that_fails_to_send_keeps_no_other_query_back(
             client.ask(f"h{n}.bulk.test", A, lambda result: None)
         assert pools._due == [broken, working]
         expected = _asked(working.outgoing)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
-        sent = _waiting(upstream)
+        await _turn_ends()
+        sent = _waiting(silent)
     finally:
         await client.close()
-        upstream.close()
     assert sorted(_asked(sent)) == sorted(expected) == ["h5.bulk.test", "h7.bulk.test"]
