@@ -63,13 +63,14 @@ class PoolView:
             suffix = ".".join(labels[cut:])
             if len(suffix) < len(self.pool.domain):
                 break
-            if not _entry_domain(suffix):
-                continue  # not a name a whitelist entry can hold (a label with odd octets): wider
             if suffix not in self._seen:
                 self._seen[suffix] = self._members_if_pool(suffix)
             inside = self._seen[suffix]
             if inside is not None:
-                return suffix, inside
+                # A suffix no whitelist entry may hold (a label with odd octets, chosen by
+                # whoever holds the names) is no suggestion, and neither is anything wider:
+                # that would whitelist more than the names that retried together share.
+                return (suffix, inside) if _entry_domain(suffix) else None
         return None
 
     def _members_if_pool(self, suffix: str) -> list[PoolMember] | None:

@@ -237,6 +237,27 @@ async def test_auto_approve_never_approves_a_pool_whose_names_look_dynamic(store
     assert decided == {"hsd1.ca.comcast.net": "open", "out.bulkmail.example": "approved"}
 
 
+async def test_auto_approve_never_widens_past_names_no_entry_may_hold(store: Store) -> None:
+    # Relays whose names sit under a label with a space in it (\032): the pool's own domain
+    # cannot be an entry, and its parent would whitelist more than the pool. The reports are
+    # taken, and nothing is suggested or approved.
+    clock = FakeClock()
+    judge = DictJudge()
+    relays = ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+    for n, ip in enumerate(relays):
+        judge.listings[ip] = Listing(Code.S25R, Step.S25R_RULE, (f"mta{n}.out\\032mail.bulkmail.example",))
+    learner = Learner(replace(SETTINGS, auto_approve_pools=True), clock, judge=judge)
+    assert await pool_batches(learner, store, clock, relays) == []
+    async with store.transaction() as session:
+        assert list(await SuggestionRepository(session).search(None)) == []
+        whitelisted = (
+            await session.execute(select(Entry.value).where(Entry.list == ListName.WHITE))
+        ).scalars()
+        assert list(whitelisted) == []
+        reports = await session.scalar(select(func.count()).select_from(Report))
+    assert reports == len(relays)
+
+
 # --- revoking starts the count afresh ---------------------------------------------------------------
 
 

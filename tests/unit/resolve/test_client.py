@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import uvloop
@@ -762,6 +763,8 @@ async def test_the_queries_of_one_turn_go_upstream_together(silent: socket.socke
         for name in names:
             client.ask(name, A, lambda result: None)
         assert _waiting(silent) == []  # nothing sent while the turn goes on
+        pools = client._context.pools
+        assert len(pools._due) == 3 and all(len(sock.outgoing) == 4 for sock in pools._due)
         await _turn_ends()
         sent = _waiting(silent)
     finally:
@@ -772,36 +775,37 @@ async def test_the_queries_of_one_turn_go_upstream_together(silent: socket.socke
 async def test_a_socket_that_fails_to_send_keeps_no_other_query_back(
     silent: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = StubResolver([silent.getsockname()], timeout=2.0, attempts=1, sockets=2)
+    loop = asyncio.get_running_loop()
+    escaped: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: escaped.append(context))
+    client = StubResolver([silent.getsockname()], timeout=2.0, attempts=1, sockets=3)
     try:
         await _opened(client, silent)
         pools = client._context.pools
         pool = pools.pools[0]
         assert pool is not None
-        broken, working = pool
+        broken, closing, working = pool
         transport = broken.transport
-        assert transport is not None
+        assert transport is not None and closing.transport is not None
 
         def refuse(data: bytes, addr: object = None) -> None:
             raise RuntimeError("this socket cannot send")
 
         monkeypatch.setattr(transport, "sendto", refuse)
-        # A socket closed before the turn ends sends nothing, and nothing raises.
-        for n in range(4):
+        pools._next_socket = 0  # the broken socket first, then the one that closes, then the working one
+        for n in range(6):
             client.ask(f"h{n}.bulk.test", A, lambda result: None)
-        assert len(broken.outgoing) == 2 and len(working.outgoing) == 2
-        working.closed = True
-        await _turn_ends()
-        assert _waiting(silent) == [] and working.outgoing == []
-        working.closed = False
-        # The broken socket is flushed first; the working one's queries still go out.
-        pools._next_socket = 0
-        for n in range(4, 8):
-            client.ask(f"h{n}.bulk.test", A, lambda result: None)
-        assert pools._due == [broken, working]
+        assert pools._due == [broken, closing, working]
         expected = _asked(working.outgoing)
+        closing.transport.close()  # before the turn ends: its queries are not sent
         await _turn_ends()
         sent = _waiting(silent)
+        left = (pools._due, broken.outgoing, closing.outgoing, working.outgoing)
     finally:
         await client.close()
-    assert sorted(_asked(sent)) == sorted(expected) == ["h5.bulk.test", "h7.bulk.test"]
+        loop.set_exception_handler(None)
+    # The working socket's queries went out although the one flushed before it failed; nothing
+    # was left queued, and nothing escaped to the event loop.
+    assert sorted(_asked(sent)) == sorted(expected) == ["h2.bulk.test", "h5.bulk.test"]
+    assert left == ([], [], [], [])
+    assert escaped == []
