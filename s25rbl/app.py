@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from multiprocessing.connection import Connection
@@ -170,10 +170,11 @@ class DnsNode:
     engine: VerdictEngine
     responder: Responder
     latency: LatencyHistogram
+    listening: list[Listeners] = field(default_factory=list)  # what ``answering`` started
 
     def counters(self) -> Snapshot:
-        """This process's DNS counters now."""
-        return take(self.responder, self.rdns, self.latency)
+        """This process's DNS counters now, its listeners' included."""
+        return take(self.responder, self.rdns, self.latency, self.listening)
 
 
 @contextlib.asynccontextmanager
@@ -207,6 +208,7 @@ async def answering(node: DnsNode, *, reuse_port: bool) -> AsyncIterator[Listene
     udp = (dns.udp_receive_buffer, dns.udp_batch, dns.fast_path)
     listeners = Listeners(node.responder, dns.listen, tcp, *udp)
     await listeners.start(reuse_port=reuse_port)
+    node.listening.append(listeners)  # counted in node.counters(), stopped or not
     tasks = [
         asyncio.create_task(node.lists.run(), name="list-sync"),
         asyncio.create_task(node.lists.run_hits(node.engine.hits), name="hit-flush"),
@@ -240,8 +242,7 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 async def serve(settings: Settings, ready: Ready | None = None, clock: Clock | None = None) -> None:
-    """A full node until SIGTERM or SIGINT: DNS, extra DNS workers, the policy service, expiry,
-    the REST API."""
+    """A full node until SIGTERM or SIGINT: DNS and its workers, policy, expiry, the REST API."""
     clock = clock or SystemClock()
     stop = asyncio.Event()
     # Signals first: a SIGTERM that arrives while starting still stops cleanly.
@@ -355,12 +356,9 @@ async def _watch_workers(pool: WorkerPool) -> None:
 async def serve_dns_only(
     settings: Settings, *, ready: Ready | None = None, report: Connection | None = None
 ) -> None:
-    """A DNS-only node on ``settings.dns.listen`` (SO_REUSEPORT), until SIGTERM or SIGINT.
-
-    The store must be set up already (the primary does that before any worker starts).
-    ``report``, the sending end of a pipe to the primary, gets this process's counters every
-    REPORT_INTERVAL and once more when it stops.
-    """
+    """A DNS-only node on ``settings.dns.listen`` (SO_REUSEPORT) until SIGTERM or SIGINT, on the
+    store the primary set up. ``report``, the sending end of a pipe to the primary, gets this
+    process's counters every REPORT_INTERVAL and once more when it stops."""
     stop = asyncio.Event()
     with _stop_on_signals(stop):
         async with dns_node(settings, SystemClock(), set_up_store=False) as node:

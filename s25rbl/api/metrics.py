@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from s25rbl.dns.transport import SHED_EVENTS
 from s25rbl.node.counters import LOOKUP_BUCKETS, LOOKUP_OUTCOMES, Snapshot
 from s25rbl.node.sync import ListSync
 from s25rbl.policy.counters import GREYLIST_OUTCOMES, TARPIT_OUTCOMES
@@ -36,6 +37,15 @@ class NodeCollector(Collector):
         for (zone, result, step), count in sorted(counters.queries.items()):
             queries.add_metric([zone, result, step], count)
         yield queries
+        shed = CounterMetricFamily(
+            "s25rbl_dns_shed",
+            "DNS work shed to protect the node: UDP answers the socket did not take (send buffer "
+            "full), TCP connections refused (no room, none idle) or closed while idle to make room",
+            labels=["event"],
+        )
+        for event in SHED_EVENTS:
+            shed.add_metric([event], counters.shed[event])
+        yield shed
         lookups = CounterMetricFamily("s25rbl_rdns_lookups", "Reverse lookups by outcome", labels=["outcome"])
         for outcome in LOOKUP_OUTCOMES:
             lookups.add_metric([outcome], counters.lookups[outcome])

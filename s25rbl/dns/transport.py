@@ -36,6 +36,10 @@ _PATHS = {
 }
 
 
+# What ``Listeners.shed`` counts (the /metrics s25rbl_dns_shed_total events).
+SHED_EVENTS = ("udp_answer_dropped", "tcp_connection_refused", "tcp_connection_evicted")
+
+
 class UdpReader:
     """UDP without a transport: on each readiness event, read up to ``BURST`` datagrams and
     answer each on the same socket, in batches of up to ``batch`` datagrams per system call
@@ -251,6 +255,7 @@ class Listeners:
         self._servers: list[asyncio.base_events.Server] = []
         self.bound: list[Endpoint] = []
         self.receive_buffers: list[int] = []  # what the kernel granted each UDP socket
+        self._dropped_before = 0  # UDP answers dropped by readers since closed
 
     async def start(self, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -291,6 +296,7 @@ class Listeners:
     async def stop(self) -> None:
         for udp in self._udp:
             udp.close()
+        self._dropped_before += sum(udp.dropped for udp in self._udp)
         for server in self._servers:
             server.close()
         if self.tcp is not None:
@@ -304,3 +310,12 @@ class Listeners:
     def udp(self) -> list[UdpReader]:
         """The UDP readers, one per bound address."""
         return list(self._udp)
+
+    def shed(self) -> dict[str, int]:
+        """The work these listeners shed to protect the node, counted since they started: UDP
+        answers the socket did not take, TCP connections refused (no room, none idle) and
+        idle ones closed to make room."""
+        tcp = self.tcp
+        dropped = self._dropped_before + sum(udp.dropped for udp in self._udp)
+        counts = (dropped, tcp.refused, tcp.evicted) if tcp is not None else (dropped, 0, 0)
+        return dict(zip(SHED_EVENTS, counts, strict=True))

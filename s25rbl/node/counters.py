@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 
 from s25rbl.dns.handler import Responder
+from s25rbl.dns.transport import Listeners
 from s25rbl.resolve.rdns import ReverseLookup
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Snapshot:
     inflight: int = 0
     latency_counts: dict[str, list[int]] = field(default_factory=dict)
     latency_sums: dict[str, float] = field(default_factory=dict)
+    shed: Counter[str] = field(default_factory=Counter)  # Listeners.shed, by event
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -68,9 +70,16 @@ class Snapshot:
         return round(self.lookups["cache_hits"] / total, 4) if total else None
 
 
-def take(responder: Responder, rdns: ReverseLookup, latency: LatencyHistogram) -> Snapshot:
+def take(
+    responder: Responder,
+    rdns: ReverseLookup,
+    latency: LatencyHistogram,
+    listeners: Iterable[Listeners] = (),
+) -> Snapshot:
     """This process's counters now."""
     snap = Snapshot()
+    for listening in listeners:
+        snap.shed.update(listening.shed())
     snap.queries.update(responder.counts)
     snap.lookups.update({f.name: getattr(rdns.stats, f.name) for f in fields(rdns.stats)})
     snap.inflight = rdns.inflight
@@ -86,6 +95,7 @@ def total(snapshots: Iterable[Snapshot]) -> Snapshot:
         out.queries.update(snap.queries)
         out.lookups.update(snap.lookups)
         out.inflight += snap.inflight
+        out.shed.update(snap.shed)
         for outcome, counts in snap.latency_counts.items():
             mine = out.latency_counts.setdefault(outcome, [0] * len(counts))
             out.latency_counts[outcome] = [a + b for a, b in zip(mine, counts, strict=True)]

@@ -22,6 +22,7 @@ import pytest
 
 from tests.integration.dns_abuse import abused_server, family, query, rev, rss
 from tests.integration.server import RunningServer
+from tests.integration.test_workers import sample, scrape
 from tests.support.fakedns import FakeAuthority
 
 pytestmark = pytest.mark.adversarial
@@ -171,6 +172,10 @@ def test_one_source_holds_at_most_its_share_of_connections(server: RunningServer
     assert sum(open_now(sock) for sock in mine) <= 16  # tcp_max_per_prefix
     assert open_now(mine[-1])  # the newest stay; the longest idle made room
     assert served(server, "127.0.1.1")
+    # The operator sees it: every connection closed to make room is counted in /metrics.
+    text = scrape(server)
+    assert sample(text, "s25rbl_dns_shed_total", event="tcp_connection_evicted") >= 84, text
+    assert sample(text, "s25rbl_dns_shed_total", event="udp_answer_dropped") == 0, text
     for sock in mine:
         sock.close()
 

@@ -218,6 +218,12 @@ async def test_one_prefix_holds_at_most_its_share_of_connections() -> None:
         assert await asyncio.to_thread(still_served, other[0])
         for sock in mine + other:
             sock.close()
+        # What /metrics reports as s25rbl_dns_shed_total.
+        assert listeners.shed() == {
+            "udp_answer_dropped": 0,
+            "tcp_connection_refused": 0,
+            "tcp_connection_evicted": 3,
+        }
 
 
 async def test_idle_connections_make_room_for_a_new_client() -> None:
@@ -251,6 +257,8 @@ async def test_busy_connections_are_not_evicted_the_newcomer_is_refused() -> Non
             sock.close()
         newcomer[0].close()
         assert listeners.tcp is not None and listeners.tcp.refused == 1
+        assert listeners.shed()["tcp_connection_refused"] == 1
+        assert listeners.shed()["tcp_connection_evicted"] == 0
 
 
 # --- the end of a pipeline ------------------------------------------------------------------

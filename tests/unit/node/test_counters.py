@@ -33,6 +33,7 @@ def snapshot(queries: int, fresh: int, inflight: int, slow: int) -> Snapshot:
         inflight=inflight,
         latency_counts={"timeout": latency},
         latency_sums={"timeout": 6.0 * slow},
+        shed=Counter({"tcp_connection_refused": slow, "udp_answer_dropped": queries}),
     )
 
 
@@ -44,6 +45,7 @@ def test_snapshots_add_up_key_by_key_and_bucket_by_bucket() -> None:
     assert summed.latency_counts["timeout"][-1] == 4 and sum(summed.latency_counts["timeout"]) == 4
     assert summed.latency_sums["timeout"] == 24.0
     assert summed.cache_hit_rate == 0.75
+    assert summed.shed == Counter({"tcp_connection_refused": 4, "udp_answer_dropped": 15})
 
 
 def eventually(check: Callable[[], bool], what: str) -> None:
