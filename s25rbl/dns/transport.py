@@ -294,16 +294,18 @@ class Listeners:
             self.bound.append(Endpoint(endpoint.host, port))
 
     async def stop(self) -> None:
-        for udp in self._udp:
+        # The readers leave the list as their drops are banked: a count read while the rest
+        # stops (a /metrics scrape) must not see them twice.
+        readers, self._udp = self._udp, []
+        for udp in readers:
             udp.close()
-        self._dropped_before += sum(udp.dropped for udp in self._udp)
+        self._dropped_before += sum(udp.dropped for udp in readers)
         for server in self._servers:
             server.close()
         if self.tcp is not None:
             await self.tcp.close()
         for server in self._servers:
             await server.wait_closed()
-        self._udp.clear()
         self._servers.clear()
 
     @property

@@ -261,6 +261,26 @@ async def test_busy_connections_are_not_evicted_the_newcomer_is_refused() -> Non
         assert listeners.shed()["tcp_connection_evicted"] == 0
 
 
+async def test_udp_drops_are_counted_once_while_the_listeners_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A /metrics scrape may come while stop() waits for the TCP side: a counter must not
+    # count the UDP readers' drops twice then, nor lose them after.
+    listeners = Listeners(make_responder(), (Endpoint("127.0.0.1", 0),), TcpLimits(), 0)
+    await listeners.start()
+    (reader,) = listeners.udp
+    reader._dropped = 5  # answers its socket did not take
+    assert listeners.tcp is not None
+    close = listeners.tcp.close
+    seen: list[int] = []
+
+    async def close_and_look() -> None:
+        seen.append(listeners.shed()["udp_answer_dropped"])
+        await close()
+
+    monkeypatch.setattr(listeners.tcp, "close", close_and_look)
+    await listeners.stop()
+    assert seen == [5] and listeners.shed()["udp_answer_dropped"] == 5
+
+
 # --- the end of a pipeline ------------------------------------------------------------------
 
 ENDINGS = [
